@@ -1,0 +1,110 @@
+"""Our checkpoint format: one safetensors file with the weights, the config and the prompt bank.
+
+Layout: tensors ``model.<name>`` (the state dict) and ``prompt.<degradation>`` (the bank), and
+string metadata ``format=dfpir``, ``format_version``, ``config`` (JSON) and ``prompt_texts``
+(JSON). No pickle anywhere, so loading a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from .config import DFPIRConfig
+from .network import DFPIR
+from .prompts import PromptBank
+
+FORMAT = "dfpir"
+FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable dfpir checkpoint (the message says why and what to do)."""
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: DFPIR, path: str | Path, extra_metadata: Mapping[str, str] | None = None, extra_tensors: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Write ``model`` to ``path`` (atomically).
+
+    ``extra_tensors`` (e.g. a degradation classifier) are stored under their own names, which must
+    not start with ``model.`` or ``prompt.``.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"prompt.{n}": torch.from_numpy(v.copy()) for n, v in model.prompts.embeddings.items()})
+    for k, v in (extra_tensors or {}).items():
+        if k.startswith(("model.", "prompt.")):
+            raise ValueError(f"extra tensor name {k!r} collides with the checkpoint's own names")
+        tensors[k] = v.detach().cpu().contiguous()
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(model.config.to_dict()),
+        "prompt_texts": json.dumps(model.prompts.texts),
+        **(extra_metadata or {}),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a dfpir checkpoint, with one-line errors for anything else."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the same to the user
+        hint = " (an original .pth.tar? convert it with python -m dfpir.convert)" if path.suffix in {".pth", ".tar", ".ckpt", ".pt"} else ""
+        raise CheckpointError(f"{path} is not a safetensors checkpoint{hint}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a dfpir checkpoint (no 'format=dfpir' metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {metadata.get('format_version')!r}; this dfpir reads {FORMAT_VERSION}")
+    return tensors, metadata
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
+    """Load a checkpoint written by :func:`save` and return the model in eval mode on ``device``."""
+    tensors, metadata = read(path)
+    try:
+        config = DFPIRConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid model config in the checkpoint ({exc})") from None
+    texts = json.loads(metadata.get("prompt_texts", "{}"))
+    bank = PromptBank({k[len("prompt."):]: v.numpy() for k, v in tensors.items() if k.startswith("prompt.")}, texts)
+    model = DFPIR(config, prompts=bank)
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    for name, value in state.items():
+        if name not in expected:
+            raise CheckpointError(f"{path}: unexpected weight {name!r} for the {config.preset} architecture")
+        if value.shape != expected[name].shape:
+            raise CheckpointError(f"{path}: weight {name!r} has shape {tuple(value.shape)}, the config needs {tuple(expected[name].shape)}")
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: missing weight {missing[0]!r} ({len(missing)} in all)")
+    model.load_state_dict(state)
+    return model.to(device).eval()

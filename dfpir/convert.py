@@ -1,0 +1,50 @@
+"""Convert a released DFPIR checkpoint to our format.
+
+Usage::
+
+    python -m dfpir.convert ORIGINAL.pth.tar -o dfpir_3task.safetensors [--prompts clip_prompts.npz]
+
+The architecture is read off the tensor shapes; ``--dim`` etc. are not needed. The file is read
+with ``torch.load(weights_only=True)``, so a malicious checkpoint cannot run code. Released weights
+were trained with CLIP ViT-B/32 prompt embeddings: pass them with ``--prompts`` (name -> 512-d
+vector, ``.npz`` or ``.safetensors``), otherwise the local hashing embeddings are stored and the
+model will not restore as published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .checkpoint import save
+from .errors import UserError, cli_main
+from .official import from_official, infer_official_kwargs, load_official_file
+from .prompts import PromptBank
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dfpir.convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="the original .pth / .pth.tar / .ckpt file")
+    p.add_argument("-o", "--output", required=True, help="our checkpoint to write (.safetensors)")
+    p.add_argument("--prompts", help="prompt embeddings, name -> vector (.npz or .safetensors), e.g. CLIP text features")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    state_dict = load_official_file(args.checkpoint)
+    kwargs = infer_official_kwargs(state_dict)
+    prompts = PromptBank.from_file(args.prompts) if args.prompts else None
+    if prompts is not None and prompts.dim != 512:
+        raise UserError(f"{args.prompts}: prompt embeddings have width {prompts.dim}, DFPIR needs 512")
+    model = from_official(state_dict, prompts=prompts, **kwargs)
+    save(model, args.output)
+    print(f"wrote {args.output}: {model.num_parameters():,} parameters, config {kwargs}")
+    if prompts is None:
+        print("note: no --prompts given; stored local hashing embeddings, not the CLIP ones the weights were trained with", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

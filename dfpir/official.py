@@ -1,0 +1,193 @@
+"""Load the original DFPIR code's state dicts (its parameter names) into :class:`DFPIR`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .config import DFPIRConfig
+from .network import DFPIR
+from .prompts import PromptBank
+
+# (pattern, replacement) applied in order to every official name.
+_RULES: list[tuple[str, str]] = [
+    (r"^patch_embed\.proj\.", "embed."),
+    (r"^encoder_level(\d)\.", r"encoder\1."),
+    (r"^decoder_level(\d)\.", r"decoder\1."),
+    (r"^down1_2\.body\.0\.", "down1.conv."),
+    (r"^down2_3\.body\.0\.", "down2.conv."),
+    (r"^down3_4\.body\.0\.", "down3.conv."),
+    (r"^up4_3\.body\.0\.", "up3.conv."),
+    (r"^up3_2\.body\.0\.", "up2.conv."),
+    (r"^up2_1\.body\.0\.", "up1.conv."),
+    (r"^reduce_chan_level(\d)\.", r"fuse\1."),
+    (r"^latent_shuffle_channel\.", "dgpb4."),
+    (r"^encoder_shuffle_channel(\d)\.", r"dgpb\1."),
+    (r"^(dgpb\d)\.linear_layer1\.", r"\1.perturb.dgm.linear1."),
+    (r"^(dgpb\d)\.linear_layer3\.", r"\1.perturb.dgm.linear2."),
+    (r"^(dgpb\d)\.conv1x1\.", r"\1.perturb.expand."),
+    (r"^(dgpb\d)\.conv_out\.", r"\1.perturb.reduce."),
+    (r"^(dgpb\d)\.norm1\.", r"\1.norm_q."),
+    (r"^(dgpb\d)\.norm2\.", r"\1.norm_kv."),
+    (r"^(dgpb\d)\.norm3\.", r"\1.norm_ffn."),
+    (r"^(dgpb\d)\.select_attn\.attn4$", r"\1.attn.scale"),
+    (r"^(dgpb\d)\.select_attn\.", r"\1.attn."),
+    (r"\.body\.(weight|bias)$", r".\1"),  # Restormer's LayerNorm wrapper
+]
+_WRAPPER_PREFIXES = ("module.", "net.", "model.")
+
+OFFICIAL_DEFAULTS: dict[str, Any] = dict(
+    dim=48,
+    num_blocks=[4, 6, 6, 8],
+    num_refinement_blocks=4,
+    heads=[1, 2, 4, 8],
+    ffn_expansion_factor=2.66,
+    bias=False,
+    LayerNorm_type="WithBias",
+)
+
+
+class OfficialCheckpointError(ValueError):
+    """An official state dict that does not fit the requested architecture (names the key)."""
+
+
+def official_to_ours(name: str) -> str:
+    """Map one parameter name of the original code to ours."""
+    for pattern, repl in _RULES:
+        name = re.sub(pattern, repl, name)
+    return name
+
+
+def strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop ``module.`` / ``net.`` prefixes that DataParallel or Lightning wrappers add."""
+    out = dict(state_dict)
+    for prefix in _WRAPPER_PREFIXES:
+        if out and all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
+def official_config(
+    dim: int = 48,
+    num_blocks: Sequence[int] = (4, 6, 6, 8),
+    num_refinement_blocks: int = 4,
+    heads: Sequence[int] = (1, 2, 4, 8),
+    ffn_expansion_factor: float = 2.66,
+    bias: bool = False,
+    LayerNorm_type: str = "WithBias",  # noqa: N803 - the original's spelling
+    **ours: Any,
+) -> DFPIRConfig:
+    """Our config from the original constructor's keyword arguments (plus any of our own fields)."""
+    return DFPIRConfig(
+        dim=dim,
+        num_blocks=tuple(num_blocks),
+        num_refinement_blocks=num_refinement_blocks,
+        heads=tuple(heads),
+        ffn_expansion_factor=ffn_expansion_factor,
+        bias=bias,
+        layernorm_type=LayerNorm_type,
+        **ours,
+    )
+
+
+def infer_official_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Recover the original constructor's arguments from the shapes in an official state dict."""
+    sd = strip_wrappers(state_dict)
+    if "patch_embed.proj.weight" not in sd:
+        raise OfficialCheckpointError("missing key 'patch_embed.proj.weight': not a DFPIR/Restormer state dict")
+    dim = int(sd["patch_embed.proj.weight"].shape[0])
+
+    def count(prefix: str) -> int:
+        idx = {int(m.group(1)) for k in sd if (m := re.match(rf"^{prefix}\.(\d+)\.", k))}
+        return max(idx) + 1 if idx else 0
+
+    def heads(prefix: str) -> int:
+        key = f"{prefix}.0.attn.temperature"
+        return int(sd[key].shape[0]) if key in sd else 1
+
+    hidden = int(sd["encoder_level1.0.ffn.project_out.weight"].shape[1]) if "encoder_level1.0.ffn.project_out.weight" in sd else None
+    factor = 2.66 if hidden is None or int(dim * 2.66) == hidden else hidden / dim
+    return dict(
+        dim=dim,
+        num_blocks=[count("encoder_level1"), count("encoder_level2"), count("encoder_level3"), count("latent")],
+        num_refinement_blocks=count("refinement"),
+        heads=[heads("encoder_level1"), heads("encoder_level2"), heads("encoder_level3"), heads("latent")],
+        ffn_expansion_factor=factor,
+        bias="patch_embed.proj.bias" in sd,
+        LayerNorm_type="WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
+    )
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: DFPIR) -> dict[str, torch.Tensor]:
+    """Rename an official state dict to ``model``'s names, checking every key and shape."""
+    ours = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    for name, value in strip_wrappers(state_dict).items():
+        new = official_to_ours(name)
+        if new not in ours:
+            raise OfficialCheckpointError(f"unexpected key {name!r}: it has no place in this architecture (check the config)")
+        if not isinstance(value, torch.Tensor):
+            raise OfficialCheckpointError(f"key {name!r} is not a tensor")
+        if tuple(value.shape) != tuple(ours[new].shape):
+            raise OfficialCheckpointError(
+                f"key {name!r} has shape {tuple(value.shape)}, this architecture needs {tuple(ours[new].shape)}"
+            )
+        converted[new] = value
+    missing = [k for k in ours if k not in converted]
+    if missing:
+        raise OfficialCheckpointError(f"missing key for {missing[0]!r} ({len(missing)} missing in all)")
+    return converted
+
+
+def from_official(
+    state_dict: Mapping[str, Any],
+    *,
+    prompts: PromptBank | None = None,
+    guidance: str = "faithful",
+    **kwargs: Any,
+) -> DFPIR:
+    """Build our model, in eval mode, from a state dict in the original code's naming.
+
+    Parameters
+    ----------
+    state_dict : mapping
+        Parameters under the original names (``numpy`` arrays or tensors); wrapper prefixes such as
+        ``net.`` are removed.
+    prompts : PromptBank, optional
+        Embeddings to carry (default: the local hashing bank; released weights expect CLIP's).
+    guidance : str
+        Our guidance mode (``"faithful"`` reproduces the original).
+    **kwargs
+        The original constructor's arguments: ``dim``, ``num_blocks``, ``num_refinement_blocks``,
+        ``heads``, ``ffn_expansion_factor``, ``bias``, ``LayerNorm_type`` (paper values by default).
+
+    Returns
+    -------
+    DFPIR
+        ``model(image, prompt)`` reproduces the original's output.
+    """
+    tensors = {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in state_dict.items()}
+    config = official_config(**{**OFFICIAL_DEFAULTS, **kwargs}, guidance=guidance)
+    model = DFPIR(config, prompts=prompts)
+    model.load_state_dict(convert_state_dict(tensors, model))
+    return model.eval()
+
+
+def load_official_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a released ``.pth``/``.pth.tar``/``.ckpt`` safely (``weights_only=True``: no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OfficialCheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OfficialCheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise OfficialCheckpointError(f"{path} does not hold a state dict of tensors")
+    return obj

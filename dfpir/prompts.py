@@ -1,0 +1,212 @@
+"""Degradation types, their prompt texts, and the prompt bank that maps them to embeddings.
+
+The original encodes each degradation's text prompt with the frozen OpenAI CLIP ViT-B/32 text
+encoder (512-d). CLIP is not required here: the default bank embeds the same texts with
+:class:`HashingTextEncoder`, a deterministic local bag-of-words encoder, so similar prompts
+("... deviation of 15" / "... of 25") get similar embeddings. Users with CLIP compute the
+embeddings elsewhere and load them with :meth:`PromptBank.from_file`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """One degradation type: registry name, the original's id and its two prompt texts."""
+
+    name: str
+    detailed: str
+    simple: str
+    official_id: int | None = None
+
+
+DEGRADATIONS: dict[str, Degradation] = {}
+
+
+def register_degradation(name: str, detailed: str, simple: str | None = None, official_id: int | None = None) -> Degradation:
+    """Add a degradation type to the registry (``name`` must be new) and return it."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"degradation name {name!r} must be lower-case letters, digits and '_'")
+    if name in DEGRADATIONS:
+        raise ValueError(f"degradation {name!r} is already registered")
+    deg = Degradation(name, detailed, simple or detailed, official_id)
+    DEGRADATIONS[name] = deg
+    return deg
+
+
+for _args in [
+    ("noise15", "Gaussian noise with a standard deviation of 15", "Noise", 0),
+    ("noise25", "Gaussian noise with a standard deviation of 25", "Noise", 1),
+    ("noise50", "Gaussian noise with a standard deviation of 50", "Noise", 2),
+    ("rain", "Rain degradation with rain lines", "Rain", 3),
+    ("haze", "Hazy degradation with normal haze", "Haze", 4),
+    ("blur", "Blur degradation with motion blur", "Blur", 5),
+    ("lowlight", "Lowlight degradation", "Lowlight", 6),
+]:
+    register_degradation(*_args)
+
+
+def get_degradation(name: str) -> Degradation:
+    """Look up a registered degradation; unknown names raise ``ValueError`` listing the known ones."""
+    try:
+        return DEGRADATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown degradation {name!r}; known: {', '.join(DEGRADATIONS)}") from None
+
+
+class HashingTextEncoder:
+    """Deterministic local text encoder: the scaled sum of per-word pseudo-random vectors.
+
+    Each lower-cased word seeds a Gaussian vector from its SHA-256 digest, so the embedding of a
+    text is reproducible on any machine and texts sharing words are close. It is *not* CLIP and
+    carries no semantics beyond shared words; it exists so that the model works offline.
+
+    Parameters
+    ----------
+    dim : int
+        Embedding width.
+    """
+
+    def __init__(self, dim: int = 512) -> None:
+        self.dim = dim
+
+    def word_vector(self, word: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        return np.random.default_rng(seed).standard_normal(self.dim)
+
+    def __call__(self, text: str) -> np.ndarray:
+        words = re.findall(r"[a-z0-9]+", text.lower())
+        if not words:
+            raise ValueError("cannot embed an empty prompt text")
+        return (sum(self.word_vector(w) for w in words) / np.sqrt(len(words))).astype(np.float32)
+
+
+class ClipTextEncoder:
+    """OpenAI CLIP ViT-B/32 text features (as the original), from *local* weights only.
+
+    Needs the ``clip`` package and a local checkpoint file; nothing is downloaded. Raises
+    ``RuntimeError`` with what is missing otherwise.
+    """
+
+    def __init__(self, weights: str | Path, device: str = "cpu") -> None:
+        try:
+            import clip  # type: ignore[import-not-found]
+        except ImportError:
+            raise RuntimeError(
+                "the CLIP text encoder needs the 'clip' package (pip install openai-clip) and local "
+                "ViT-B/32 weights; or compute embeddings elsewhere and pass them with --prompts FILE"
+            ) from None
+        if not Path(weights).is_file():
+            raise RuntimeError(f"CLIP weights not found at {weights}; nothing is downloaded, pass a local file")
+        self._clip = clip
+        self.model, _ = clip.load(str(weights), device=device)
+        self.device = device
+
+    def __call__(self, text: str) -> np.ndarray:
+        with torch.no_grad():
+            tokens = self._clip.tokenize([text]).to(self.device)
+            return self.model.encode_text(tokens).float()[0].cpu().numpy()
+
+
+class PromptBank:
+    """Degradation name -> prompt embedding, carried inside every checkpoint.
+
+    Parameters
+    ----------
+    embeddings : mapping of str to array
+        One (dim,) vector per degradation name.
+    texts : mapping of str to str, optional
+        The prompt text each embedding was computed from (for the record).
+    """
+
+    def __init__(self, embeddings: Mapping[str, np.ndarray], texts: Mapping[str, str] | None = None) -> None:
+        self.embeddings: dict[str, np.ndarray] = {}
+        self.texts: dict[str, str] = dict(texts or {})
+        for name, vec in embeddings.items():
+            self.add(name, vec)
+
+    @property
+    def dim(self) -> int:
+        return len(next(iter(self.embeddings.values()))) if self.embeddings else 0
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.embeddings)
+
+    def add(self, name: str, vector: np.ndarray | torch.Tensor, text: str | None = None) -> None:
+        """Add or replace one embedding."""
+        vec = np.asarray(vector.detach().cpu() if isinstance(vector, torch.Tensor) else vector, dtype=np.float32)
+        if vec.ndim != 1:
+            raise ValueError(f"prompt embedding {name!r} must be a vector, got shape {vec.shape}")
+        if self.embeddings and len(vec) != self.dim:
+            raise ValueError(f"prompt embedding {name!r} has width {len(vec)}, the bank has {self.dim}")
+        if not np.isfinite(vec).all():
+            raise ValueError(f"prompt embedding {name!r} contains NaN or infinite values")
+        self.embeddings[name] = vec
+        if text is not None:
+            self.texts[name] = text
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.embeddings
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.embeddings:
+            raise ValueError(f"no prompt embedding for {name!r}; this model knows: {', '.join(self.embeddings)}")
+        return self.embeddings[name]
+
+    def embed(self, names: Iterable[str]) -> torch.Tensor:
+        """(B, dim) float32 tensor of the embeddings of ``names``."""
+        return torch.from_numpy(np.stack([self[n] for n in names]))
+
+    @classmethod
+    def default(cls, dim: int = 512, style: str = "detailed") -> "PromptBank":
+        """Every registered degradation embedded by :class:`HashingTextEncoder` from its text."""
+        return cls.from_texts({n: getattr(d, style) for n, d in DEGRADATIONS.items()}, HashingTextEncoder(dim))
+
+    @classmethod
+    def from_texts(cls, texts: Mapping[str, str], encoder) -> "PromptBank":
+        """Embed ``name -> text`` with any callable ``encoder(text) -> vector``."""
+        return cls({n: encoder(t) for n, t in texts.items()}, texts)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PromptBank":
+        """Load ``name -> vector`` from ``.npz`` or ``.safetensors`` (e.g. CLIP text features)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"prompt embedding file not found: {path}")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.numpy import load_file
+
+                arrays = load_file(str(path))
+            else:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
+            raise ValueError(f"cannot read prompt embeddings from {path}: {exc}") from None
+        if not arrays:
+            raise ValueError(f"{path} holds no prompt embeddings")
+        return cls(arrays)
+
+    def to_file(self, path: str | Path) -> None:
+        """Write the bank as ``.npz`` or ``.safetensors`` (by suffix)."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file(dict(self.embeddings), str(path), metadata={"texts": json.dumps(self.texts)})
+        else:
+            np.savez(path, **self.embeddings)
+
+    def __repr__(self) -> str:
+        return f"PromptBank({len(self.embeddings)} prompts, dim={self.dim}: {', '.join(self.embeddings)})"

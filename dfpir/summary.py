@@ -1,0 +1,39 @@
+"""Print every preset's parameter count and FLOPs: ``python -m dfpir.summary [--size 256]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import PRESETS, DFPIRConfig
+from .network import DFPIR
+
+
+def count_flops(config: DFPIRConfig, size: int = 256) -> int:
+    """FLOPs of one forward pass on a ``size`` x ``size`` image (torch's counter: convs and matmuls)."""
+    with torch.device("meta"):
+        model = DFPIR(config)
+        image = torch.zeros(1, 3, size, size)
+        prompt = torch.zeros(1, config.prompt_dim)
+        with FlopCounterMode(display=False) as counter:
+            model.forward_padded(image, prompt)
+    return counter.get_total_flops()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dfpir.summary", description=__doc__)
+    p.add_argument("--size", type=int, default=256)
+    args = p.parse_args(argv)
+    print(f"{'preset':<10} {'parameters':>12} {'trainable':>12} {f'GFLOPs@{args.size}':>13}")
+    for name, cfg in PRESETS.items():
+        model = DFPIR(cfg)
+        flops = count_flops(cfg, args.size)
+        print(f"{name:<10} {model.num_parameters():>12,} {model.num_parameters(True):>12,} {flops / 1e9:>13.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
