@@ -60,6 +60,7 @@ def save(model: DFPIR, path: str | Path, extra_metadata: Mapping[str, str] | Non
         "format_version": FORMAT_VERSION,
         "config": json.dumps(model.config.to_dict()),
         "prompt_texts": json.dumps(model.prompts.texts),
+        "prompt_order": json.dumps(model.prompts.names),  # safetensors sorts its keys
         **(extra_metadata or {}),
     }
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -94,7 +95,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid model config in the checkpoint ({exc})") from None
     texts = json.loads(metadata.get("prompt_texts", "{}"))
-    bank = PromptBank({k[len("prompt."):]: v.numpy() for k, v in tensors.items() if k.startswith("prompt.")}, texts)
+    vectors = {k[len("prompt."):]: v.numpy() for k, v in tensors.items() if k.startswith("prompt.")}
+    order = json.loads(metadata.get("prompt_order", "[]"))
+    names = [n for n in order if n in vectors] + sorted(n for n in vectors if n not in order)
+    bank = PromptBank({n: vectors[n] for n in names}, texts)
     model = DFPIR(config, prompts=bank)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = model.state_dict()

@@ -69,7 +69,7 @@ class ChannelPerturbation(nn.Module):
     original, where only the integer order of its output is used so no gradient can reach it.
 
     In ``"learnable"`` guidance each gathered channel is multiplied by a straight-through gate
-    ``1 + s - s.detach()`` where ``s`` is its (sorted) DGM score: the forward values are identical
+    ``(s - s.detach()) + 1`` where ``s`` is its (sorted) DGM score: the forward values are identical
     to the faithful mode (the gate is exactly 1), but the backward pass sends
     ``dL/ds_i = <dL/dX'_i, X'_i>`` to the DGM, so the scores of channels that help the task rise
     and the order can change during training.
@@ -107,6 +107,6 @@ class ChannelPerturbation(nn.Module):
             scores = self.dgm(prompt)
             order = channel_order(scores.detach())
             sorted_scores = torch.gather(scores, 1, order)  # (B, 2C)
-            gate = 1 + sorted_scores - sorted_scores.detach()
+            gate = (sorted_scores - sorted_scores.detach()) + 1  # exactly 1.0 forward: x - x == 0
             shuffled = channel_perturbation(self.expand(x), order) * gate[:, :, None, None]
         return self.reduce(shuffled)  # (B, C, H, W)

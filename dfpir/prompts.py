@@ -186,9 +186,12 @@ class PromptBank:
             raise ValueError(f"prompt embedding file not found: {path}")
         try:
             if path.suffix == ".safetensors":
-                from safetensors.numpy import load_file
+                from safetensors import safe_open
 
-                arrays = load_file(str(path))
+                with safe_open(str(path), framework="np") as f:
+                    names = json.loads((f.metadata() or {}).get("names", "[]"))
+                    keys = [n for n in names if n in f.keys()] + sorted(k for k in f.keys() if k not in names)
+                    arrays = {k: f.get_tensor(k) for k in keys}
             else:
                 with np.load(path, allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
@@ -204,7 +207,8 @@ class PromptBank:
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
-            save_file(dict(self.embeddings), str(path), metadata={"texts": json.dumps(self.texts)})
+            metadata = {"texts": json.dumps(self.texts), "names": json.dumps(self.names)}  # keeps the order
+            save_file(dict(self.embeddings), str(path), metadata=metadata)
         else:
             np.savez(path, **self.embeddings)
 

@@ -1,0 +1,114 @@
+"""The single most convincing test: the original's output, reproduced from its own state dict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dfpir
+from dfpir.official import OfficialCheckpointError, infer_official_kwargs, official_to_ours
+
+from .helpers import FIXTURE, load_fixture
+
+pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason="shared fixture not present")
+
+# The DGPB sub-modules whose outputs the fixture records, under both names.
+HOOKS = {
+    "latent_shuffle_channel.conv1x1": "dgpb4.perturb.expand",
+    "latent_shuffle_channel.conv_out": "dgpb4.perturb.reduce",
+    "latent_shuffle_channel.select_attn": "dgpb4.attn",
+    "encoder_shuffle_channel1.select_attn": "dgpb1.attn",
+    "latent_shuffle_channel": "dgpb4",
+    "encoder_shuffle_channel1": "dgpb1",
+    "patch_embed": "embed",
+    "latent": "latent",
+    "decoder_level1": "decoder1",
+    "refinement": "refinement",
+    "output": "output",
+}
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return load_fixture()
+
+
+@pytest.fixture(scope="module")
+def model(fixture):
+    return dfpir.from_official(fixture["state_dict"], **fixture["kwargs"])
+
+
+def test_output_matches_original(fixture, model):
+    with torch.no_grad():
+        out = model(torch.from_numpy(fixture["input"]), torch.from_numpy(fixture["text_code"]))
+    err = np.abs(out.numpy() - fixture["output"]).max()
+    assert err < 1e-5, f"max abs difference to the original: {err:.3g}"
+
+
+def test_intermediate_activations_match(fixture, model):
+    captured = {}
+    modules = dict(model.named_modules())
+    handles = [
+        modules[ours].register_forward_hook(lambda m, i, o, name=theirs: captured.__setitem__(name, o.detach()))
+        for theirs, ours in HOOKS.items()
+    ]
+    with torch.no_grad():
+        model(torch.from_numpy(fixture["input"]), torch.from_numpy(fixture["text_code"]))
+    for h in handles:
+        h.remove()
+    for name in HOOKS:
+        err = np.abs(captured[name].numpy() - fixture["activation"][name]).max()
+        assert err < 1e-5, f"{name}: max abs difference {err:.3g}"
+
+
+def test_channel_orders_match(fixture, model):
+    prompt = torch.from_numpy(fixture["text_code"])
+    for theirs, ours in {
+        "encoder_shuffle_channel1": "dgpb1",
+        "encoder_shuffle_channel2": "dgpb2",
+        "encoder_shuffle_channel3": "dgpb3",
+        "latent_shuffle_channel": "dgpb4",
+    }.items():
+        order = getattr(model, ours).perturb.order(prompt)
+        np.testing.assert_array_equal(order.numpy(), fixture["order"][theirs], err_msg=theirs)
+
+
+def test_shape_inference_recovers_the_constructor_arguments(fixture):
+    kwargs = infer_official_kwargs({k: torch.from_numpy(v) for k, v in fixture["state_dict"].items()})
+    for key, value in fixture["kwargs"].items():
+        assert kwargs[key] == value
+    assert kwargs["LayerNorm_type"] == "WithBias" and kwargs["bias"] is False
+
+
+def test_every_official_name_of_the_paper_model_maps_to_ours():
+    tsv = FIXTURE.parents[1] / "spec" / "official_state_dict_full.tsv"
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+    ours = {k: tuple(v.shape) for k, v in dfpir.DFPIR(dfpir.get_config("paper")).state_dict().items()}
+    mapped = {official_to_ours(name): tuple(int(s) for s in shape.strip("[]").split(", ")) for name, shape in rows}
+    assert mapped == ours
+
+
+def test_wrapper_prefixes_are_stripped(fixture):
+    sd = {f"net.{k}": v for k, v in fixture["state_dict"].items()}
+    dfpir.from_official(sd, **fixture["kwargs"])
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda sd: sd.pop("output.weight"), "missing key"),
+        (lambda sd: sd.__setitem__("bogus.weight", np.zeros(3, np.float32)), "unexpected key 'bogus.weight'"),
+        (lambda sd: sd.__setitem__("output.weight", np.zeros((3, 4, 3, 3), np.float32)), "key 'output.weight' has shape"),
+    ],
+)
+def test_bad_state_dicts_name_the_key(fixture, mutate, message):
+    sd = dict(fixture["state_dict"])
+    mutate(sd)
+    with pytest.raises(OfficialCheckpointError, match=message):
+        dfpir.from_official(sd, **fixture["kwargs"])
+
+
+def test_wrong_constructor_arguments_are_reported(fixture):
+    with pytest.raises(OfficialCheckpointError):
+        dfpir.from_official(fixture["state_dict"], **{**fixture["kwargs"], "dim": 16})
