@@ -995,12 +995,13 @@ def check(layout: str, root: str | Path | None, split: str = "train", patch_size
 
 def format_check(rows: list[CheckRow], details: int = 10) -> str:
     """The table printed by ``check``, then the first ``details`` problems of each kind."""
-    head = f"{'task':<10} {'degradations':<24} {'items':>7} {'unpaired':>9} {'unreadable':>10} {'mismatch':>8} {'converted':>9} {'small':>6}  status"
+    dw = max([len("degradations")] + [len(",".join(r.degradations)) for r in rows])
+    head = f"{'task':<10} {'degradations':<{dw}} {'items':>7} {'unpaired':>9} {'unreadable':>10} {'mismatch':>8} {'converted':>9} {'small':>6}  status"
     lines = [head, "-" * len(head)]
     for r in rows:
         status = "ok" if r.usable else "UNUSABLE"
         unpaired = len(r.unpaired_inputs) + len(r.unpaired_targets)
-        lines.append(f"{r.task:<10} {','.join(r.degradations):<24} {r.count:>7} {unpaired:>9} {len(r.unreadable):>10} "
+        lines.append(f"{r.task:<10} {','.join(r.degradations):<{dw}} {r.count:>7} {unpaired:>9} {len(r.unreadable):>10} "
                      f"{len(r.mismatched):>8} {len(r.converted):>9} {len(r.small):>6}  {status}")
     for r in rows:
         problems = [("error", [r.error] if r.error else []), ("unreadable", r.unreadable), ("size mismatch", r.mismatched),
@@ -1033,18 +1034,19 @@ def bench(size: int = 128, batch: int = 16, repeats: int = 5, workers: Sequence[
             fn(clean, g)
         results[name] = batch * repeats / (time.perf_counter() - t)
         print(f"{'degrade ' + name:<34} {results[name]:>10.0f}", file=out)
-    ds = SyntheticDataset(builtin_photos("train"), list(DEGRADATIONS), size, length=batch * (repeats + 1) * 4, seed=0)
+    batches = 4 * repeats  # enough batches that worker prefetching does not flatter the numbers
+    ds = SyntheticDataset(builtin_photos("train"), list(DEGRADATIONS), size, length=batch * (batches + 1), seed=0)
     for w in workers:
         loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=w)
         it = iter(loader)
         next(it)  # worker start-up is paid once per epoch, not per batch
         t = time.perf_counter()
-        n = sum(len(b["input"]) for _, b in zip(range(repeats), it))
+        n = sum(len(b["input"]) for b in it)
         results[f"loader{w}"] = n / (time.perf_counter() - t)
         print(f"{f'DataLoader, {w} workers':<34} {results[f'loader{w}']:>10.0f}", file=out)
     if model:
         results["model"] = _bench_model(model, clean, repeats)
-        print(f"{f'model {model!r} train step':<34} {results['model']:>10.0f}", file=out)
+        print(f"{f'model {model!r} train step':<34} {results['model']:>10.1f}   ({batch / results['model']:.2f} s per step)", file=out)
     return results
 
 

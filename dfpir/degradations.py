@@ -346,20 +346,24 @@ def shake_trajectories(batch: int, generator: torch.Generator, steps: int = 96) 
     the speed is held constant so the path length is spread evenly over the exposure.
     """
     g, dev = generator, generator.device
-    jitter = torch.rand(batch, 1, generator=g, device=dev) * 0.7 + 0.1  # how shaky: 0.1 .. 0.8
-    pull = torch.rand(batch, 1, generator=g, device=dev) * 0.05
+    n = steps - 1
+    jitter = torch.rand(batch, 1, 1, generator=g, device=dev) * 0.7 + 0.1  # how shaky: 0.1 .. 0.8
+    pull = (torch.rand(batch, 1, generator=g, device=dev) * 0.05).cpu().numpy()
     heading = torch.rand(batch, generator=g, device=dev) * 2 * math.pi
-    v = torch.stack([torch.cos(heading), torch.sin(heading)], dim=-1)  # (B, 2)
-    pos = torch.zeros(batch, 2, device=dev)
+    kicks = torch.randn(batch, n, 2, generator=g, device=dev) * jitter
+    jolts = (torch.rand(batch, n, 1, generator=g, device=dev) < 0.03) * torch.randn(batch, n, 2, generator=g, device=dev) * 3
+    # All randomness is drawn above in a few calls; the walk itself is sequential and tiny, so it
+    # runs in NumPy where a step costs microseconds rather than a dozen torch dispatches.
+    push = (kicks + jolts).cpu().numpy().astype(np.float64)
+    v = torch.stack([torch.cos(heading), torch.sin(heading)], dim=-1).cpu().numpy().astype(np.float64)  # (B, 2)
+    pos = np.zeros((batch, 2))
     path = [pos]
-    for _ in range(steps - 1):
-        kick = torch.randn(batch, 2, generator=g, device=dev) * jitter
-        jolt = (torch.rand(batch, 1, generator=g, device=dev) < 0.03) * torch.randn(batch, 2, generator=g, device=dev) * 3
-        v = v + kick + jolt - pull * pos
-        v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    for i in range(n):
+        v = v + push[:, i] - pull * pos
+        v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-6)
         pos = pos + v
         path.append(pos)
-    traj = torch.stack(path, dim=1)  # (B, steps, 2)
+    traj = torch.from_numpy(np.stack(path, axis=1)).to(dev, torch.float32)  # (B, steps, 2)
     traj = traj - traj.mean(dim=1, keepdim=True)
     extent = (traj.amax(dim=1) - traj.amin(dim=1)).amax(dim=-1).clamp_min(1e-6)  # (B,)
     return traj / extent[:, None, None]
