@@ -112,3 +112,19 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
         raise CheckpointError(f"{path}: missing weight {missing[0]!r} ({len(missing)} in all)")
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
+    """The degradation classifier stored beside the model by ``dfpir.train``, or ``None``."""
+    from .classifier import DegradationClassifier
+
+    tensors, metadata = read(path)
+    if "classifier_classes" not in metadata:
+        return None
+    clf = DegradationClassifier(json.loads(metadata["classifier_classes"]))
+    state = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
+    try:
+        clf.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the stored classifier does not fit: {str(exc).splitlines()[0]}") from None
+    return clf.to(device).eval()

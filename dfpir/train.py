@@ -1,0 +1,458 @@
+"""Train DFPIR: ``python -m dfpir.train [--preset demo|3task|5task] [--config F.toml] [key=value ...]``.
+
+With no arguments it trains the ``tiny`` network on the photographs that ship with scikit-image,
+degraded on the fly by all seven synthetic degradations, on the CPU, and prints a validation
+table at the end. ``torchrun --nproc_per_node N -m dfpir.train ...`` trains on N processes
+(DistributedDataParallel; gloo on CPU, nccl on GPU).
+
+Reads top to bottom: configuration, distributed set-up, data, model, optimisation, the loop,
+validation, checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import read
+from .checkpoint import save as save_checkpoint
+from .classifier import DegradationClassifier
+from .config import get_config
+from .errors import UserError, cli_main
+from .metrics import psnr, ssim
+from .network import DFPIR
+from .trainconfig import TrainConfig, resolve
+
+# -------------------------------------------------------------------------------------------------
+# distributed set-up
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend)
+    return Dist(torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, dist_local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("train.device is cuda but no CUDA device is available; use train.device=cpu")
+        if name == "cuda":
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', dist_local_rank))}"
+    return torch.device(name)
+
+
+# -------------------------------------------------------------------------------------------------
+# data
+
+
+def build_data(cfg: TrainConfig, length: int):
+    """The training dataset (item i deterministic in (seed, i)) and the fixed validation samples."""
+    from . import data
+
+    d = cfg.data
+    if d.layout == "builtin":
+        train_set = data.SyntheticDataset(data.builtin_photos("train"), d.degradations, d.patch_size, length, cfg.train.seed)
+        val_images = data.builtin_photos("val")
+    else:
+        if not d.root:
+            raise UserError(f"data.layout={d.layout} needs data.root=FOLDER")
+        train_set = data.build_dataset(d.layout, d.root, "train", d.patch_size, degradations=d.degradations, seed=cfg.train.seed)
+        # A held-out split, never the test sets: the built-in photos give a small, fixed one.
+        val_images = data.builtin_photos("val")
+    val = data.validation_set(val_images, d.degradations, d.patch_size * 2, d.val_patches_per_image, cfg.train.seed + 1)
+    return train_set, val
+
+
+def batch_indices(step: int, micro: int, accum: int, dist: Dist) -> list[list[int]]:
+    """Dataset indices of every micro-batch of ``step``; a function of the step only, so a resumed
+    run sees exactly the samples an uninterrupted one would, for any number of processes."""
+    per_step = micro * accum * dist.world
+    start = step * per_step
+    out = []
+    for a in range(accum):
+        base = start + a * micro * dist.world + dist.rank * micro
+        out.append(list(range(base, base + micro)))
+    return out
+
+
+def collate(items: list[dict]) -> dict[str, Any]:
+    return {
+        "input": torch.stack([it["input"] for it in items]),
+        "target": torch.stack([it["target"] for it in items]),
+        "degradation": [it["degradation"] for it in items],
+        "label": torch.tensor([it["label"] for it in items]),
+    }
+
+
+# -------------------------------------------------------------------------------------------------
+# model and optimisation
+
+
+class Joint(nn.Module):
+    """The restorer and the degradation classifier, wrapped together so DDP sees one module."""
+
+    def __init__(self, restorer: DFPIR, classifier: DegradationClassifier | None) -> None:
+        super().__init__()
+        self.restorer = restorer
+        self.classifier = classifier
+
+    def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.classifier(image) if self.classifier is not None else None
+        return self.restorer(image, prompt), logits
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine from 1 to ``min_lr / lr`` over ``cosine_steps`` (or the run)."""
+    o = cfg.optim
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    span = o.cosine_steps or cfg.train.steps
+    t = min(1.0, (step - o.warmup_steps) / max(1, span - o.warmup_steps))
+    floor = o.min_lr / o.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+# -------------------------------------------------------------------------------------------------
+# checkpoints: our model format plus the training state, in one safetensors file
+
+
+def flatten_state(prefix: str, state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a nested state dict into tensors (by dotted name) and the JSON-able rest."""
+    tensors, rest = {}, {}
+    for key, value in state.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value.detach().cpu().contiguous()
+        elif isinstance(value, dict):
+            t, r = flatten_state(name, value)
+            tensors.update(t)
+            rest[str(key)] = r
+        else:
+            rest[str(key)] = value
+    return tensors, rest
+
+
+def unflatten_state(prefix: str, tensors: dict[str, torch.Tensor], rest: dict, int_keys: bool = False) -> dict:
+    out: dict = {}
+    for key, value in rest.items():
+        k = int(key) if int_keys and key.isdigit() else key
+        out[k] = unflatten_state(f"{prefix}.{key}", tensors, value, int_keys) if isinstance(value, dict) else value
+    for name, value in tensors.items():
+        if name.startswith(prefix + ".") and "." not in name[len(prefix) + 1 :]:
+            key = name[len(prefix) + 1 :]
+            out[int(key) if int_keys and key.isdigit() else key] = value
+    return out
+
+
+class Trainer:
+    """Owns the model, optimiser, schedule, scaler, EMA and the loop."""
+
+    def __init__(self, cfg: TrainConfig, dist: Dist, device: torch.device) -> None:
+        self.cfg, self.dist, self.device = cfg, dist, device
+        self.out = Path(cfg.train.out_dir)
+        torch.manual_seed(cfg.train.seed)
+        model_cfg = get_config(cfg.model.preset, guidance=cfg.model.guidance)
+        classes = list(cfg.data.degradations)
+        classifier = DegradationClassifier(classes) if cfg.train.classifier else None
+        self.joint = Joint(DFPIR(model_cfg), classifier).to(device)
+        if cfg.train.channels_last:
+            self.joint.to(memory_format=torch.channels_last)
+        self.labels = {name: i for i, name in enumerate(classes)}
+        params = [p for p in self.joint.parameters() if p.requires_grad]
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay, fused=fused
+        ) if cfg.optim.weight_decay else torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+        self.ema = None
+        if cfg.train.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.joint, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay))
+        self.module = self.joint
+        if dist.world > 1:
+            self.module = nn.parallel.DistributedDataParallel(self.joint, device_ids=[device.index] if device.type == "cuda" else None)
+        self.step = 0
+        self.best = -math.inf
+
+    @property
+    def restorer(self) -> DFPIR:
+        return self.joint.restorer
+
+    # --- checkpoints -----------------------------------------------------------------------------
+
+    def eval_joint(self) -> Joint:
+        """The weights to validate and ship: the EMA average when enabled."""
+        return self.ema.module if self.ema is not None else self.joint
+
+    def save(self, path: Path, with_training_state: bool) -> None:
+        """Our model checkpoint (loadable by :func:`dfpir.load`) plus the classifier and, for
+        ``last.safetensors``, everything needed to resume exactly."""
+        joint = self.eval_joint()
+        tensors: dict[str, torch.Tensor] = {}
+        meta = {"train_config": json.dumps(self.cfg.to_dict()), "step": str(self.step)}
+        if joint.classifier is not None:
+            tensors.update({f"classifier.{k}": v for k, v in joint.classifier.state_dict().items()})
+            meta["classifier_classes"] = json.dumps(joint.classifier.classes)
+        if with_training_state:
+            if self.ema is not None:  # otherwise the live weights are the model./classifier. ones
+                tensors.update({f"train.{k}": v for k, v in self.joint.state_dict().items()})
+            opt_tensors, opt_rest = flatten_state("optim", self.optimizer.state_dict())
+            tensors.update(opt_tensors)
+            tensors["rng.torch"] = torch.get_rng_state()
+            if self.ema is not None:  # its weights are the model./classifier. ones
+                tensors["ema.n_averaged"] = self.ema.n_averaged
+            sched = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+            meta["training_state"] = json.dumps(
+                {"optim": opt_rest, "scheduler": sched, "scaler": self.scaler.state_dict(), "best": self.best}
+            )
+        save_checkpoint(joint.restorer, path, extra_metadata=meta, extra_tensors=tensors)
+
+    def resume(self, path: Path) -> None:
+        tensors, meta = read(path)
+        if "training_state" not in meta:
+            raise UserError(f"{path} holds no training state (only 'last.safetensors' checkpoints can be resumed)")
+        state = json.loads(meta["training_state"])
+        if self.ema is not None:
+            joint_state = {k[len("train."):]: v for k, v in tensors.items() if k.startswith("train.")}
+        else:
+            joint_state = {f"restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
+            joint_state.update({k: v for k, v in tensors.items() if k.startswith("classifier.")})
+        try:
+            self.joint.load_state_dict(joint_state)
+        except RuntimeError as exc:
+            raise UserError(f"{path} was written for another model or degradation set: {str(exc).splitlines()[0]}") from None
+        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+        self.optimizer.load_state_dict(unflatten_state("optim", optim_tensors, state["optim"], int_keys=True))
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            ema_state = {f"module.restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
+            ema_state.update({f"module.{k}": v for k, v in tensors.items() if k.startswith("classifier.")})
+            self.ema.load_state_dict({**ema_state, "n_averaged": tensors["ema.n_averaged"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(meta["step"])
+        self.best = state["best"]
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def train_step(self, dataset) -> float:
+        cfg = self.cfg
+        micro = cfg.optim.batch_size // (cfg.optim.accum_steps * self.dist.world)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for indices in batch_indices(self.step, micro, cfg.optim.accum_steps, self.dist):
+            batch = collate([dataset[i] for i in indices])
+            image = batch["input"].to(self.device)
+            target = batch["target"].to(self.device)
+            if cfg.train.channels_last:
+                image, target = image.contiguous(memory_format=torch.channels_last), target.contiguous(memory_format=torch.channels_last)
+            prompt = self.restorer.embed_prompts(batch["degradation"])
+            with autocast(self.device, cfg.train.precision):
+                restored, logits = self.module(image, prompt)
+                loss = F.l1_loss(restored.float(), target)
+                if logits is not None:
+                    loss = loss + 0.1 * F.cross_entropy(logits.float(), batch["label"].to(self.device))
+            self.scaler.scale(loss / cfg.optim.accum_steps).backward()
+            total += loss.item() / cfg.optim.accum_steps
+        if not math.isfinite(total):
+            raise UserError(
+                f"loss became non-finite at step {self.step}; the last good checkpoint is kept in {self.out}. "
+                "Lower optim.lr or set optim.grad_clip"
+            )
+        if cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.joint.parameters(), cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.joint)
+        self.step += 1
+        return total
+
+    @torch.no_grad()
+    def validate(self, samples: list[dict]) -> dict[str, dict[str, float]]:
+        """Per degradation: PSNR/SSIM of the input and of the restored image, classifier accuracy."""
+        joint = self.eval_joint().eval()
+        rows: dict[str, dict[str, list[float]]] = {}
+        for s in samples:
+            image = s["input"][None].to(self.device)
+            restored = joint.restorer(image, joint.restorer.embed_prompts(s["degradation"]))[0]
+            r = rows.setdefault(s["degradation"], {k: [] for k in ("input_psnr", "psnr", "input_ssim", "ssim", "accuracy")})
+            r["input_psnr"].append(psnr(s["input"], s["target"]))
+            r["psnr"].append(psnr(restored, s["target"]))
+            r["input_ssim"].append(ssim(s["input"], s["target"]))
+            r["ssim"].append(ssim(restored, s["target"]))
+            if joint.classifier is not None:
+                names, _ = joint.classifier.predict(image)
+                r["accuracy"].append(float(names[0] == s["degradation"]))
+        joint.train()
+        return {d: {k: sum(v) / len(v) if v else float("nan") for k, v in r.items()} for d, r in rows.items()}
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    """The validation table as aligned text (one row per degradation, then the mean)."""
+    keys = ["input_psnr", "psnr", "input_ssim", "ssim", "accuracy"]
+    lines = [f"{'degradation':<12}" + "".join(f"{k:>12}" for k in ["input PSNR", "PSNR", "gain dB", "input SSIM", "SSIM", "cls acc"])]
+    for name, r in list(table.items()) + [("mean", {k: sum(t[k] for t in table.values()) / len(table) for k in keys})]:
+        gain = r["psnr"] - r["input_psnr"]
+        lines.append(
+            f"{name:<12}{r['input_psnr']:>12.2f}{r['psnr']:>12.2f}{gain:>+12.2f}{r['input_ssim']:>12.3f}{r['ssim']:>12.3f}{r['accuracy']:>12.1%}"
+        )
+    return "\n".join(lines)
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+
+
+def log_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None) -> dict[str, dict[str, float]]:
+    """Train according to ``cfg``; returns the last validation table.
+
+    ``stop_at`` saves and stops after that step while the schedule still spans ``train.steps``
+    (for time-sliced jobs); ``--resume`` continues exactly where it stopped.
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    dist = setup_distributed(device)
+    if cfg.optim.batch_size % (cfg.optim.accum_steps * dist.world):
+        raise UserError(f"optim.batch_size={cfg.optim.batch_size} must divide by accum_steps x processes = {cfg.optim.accum_steps * dist.world}")
+    out = Path(cfg.train.out_dir)
+    if dist.main:
+        check_writable(out)
+    trainer = Trainer(cfg, dist, device)
+    if resume:
+        path = out / "last.safetensors" if resume == "auto" else Path(resume)
+        trainer.resume(path)
+    dataset, val = build_data(cfg, cfg.train.steps * cfg.optim.batch_size)
+    if dist.main:
+        (out / "config.toml").write_text(cfg.to_toml())
+    writer = None
+    if dist.main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            pass
+
+    bar = tqdm(total=cfg.train.steps, initial=trainer.step, disable=not dist.main, desc="train", dynamic_ncols=True)
+    t0, seen = time.perf_counter(), 0
+    table: dict = {}
+    try:
+        end = min(cfg.train.steps, stop_at or cfg.train.steps)
+        while trainer.step < end:
+            loss = trainer.train_step(dataset)
+            seen += cfg.optim.batch_size
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+            if dist.main and trainer.step % cfg.train.log_every == 0:
+                log_jsonl(out / "metrics.jsonl", {"step": trainer.step, "loss": loss, "lr": lr})
+                if writer:
+                    writer.add_scalar("train/loss", loss, trainer.step)
+            if trainer.step % cfg.train.val_every == 0 or trainer.step == cfg.train.steps:
+                table = trainer.validate(val)
+                mean_psnr = sum(r["psnr"] for r in table.values()) / len(table)
+                if dist.main:
+                    log_jsonl(out / "metrics.jsonl", {"step": trainer.step, "val": table, "val_mean_psnr": mean_psnr})
+                    if mean_psnr > trainer.best:
+                        trainer.best = mean_psnr
+                        trainer.save(out / "best.safetensors", with_training_state=False)
+            if dist.main and (trainer.step % cfg.train.ckpt_every == 0 or trainer.step == end):
+                trainer.save(out / "last.safetensors", with_training_state=True)
+    except KeyboardInterrupt:
+        bar.close()
+        if dist.main:
+            trainer.save(out / "last.safetensors", with_training_state=True)
+            print(f"\ninterrupted at step {trainer.step}; saved {out / 'last.safetensors'}; continue with --resume auto", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+        if dist.world > 1:
+            torch.distributed.destroy_process_group()
+    if dist.main and table:
+        print(format_table(table))
+        print(f"results in {out}: best.safetensors (mean validation PSNR {trainer.best:.2f} dB), last.safetensors, metrics.jsonl, config.toml")
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dfpir.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. optim.lr=2e-4 train.steps=500")
+    p.add_argument("--preset", default="demo", help="demo (default), 3task or 5task")
+    p.add_argument("--config", help="a TOML file with [model], [data], [optim], [train] tables")
+    p.add_argument("--resume", nargs="?", const="auto", help="continue from OUT_DIR/last.safetensors, or from the given file")
+    p.add_argument("--stop-at", type=int, metavar="STEP", help="save and stop after STEP (the schedule still spans train.steps)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = resolve(args.preset, args.config, args.overrides)
+    if args.print_config:
+        print(cfg.to_toml())
+        return 0
+    run(cfg, args.resume, args.stop_at)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""A few steps of the tiny preset through data, loss, backward, checkpoint, resume and validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import dfpir
+from dfpir import train
+from dfpir.checkpoint import load_classifier, read
+from dfpir.errors import UserError
+from dfpir.trainconfig import resolve
+
+QUICK = [
+    "model.preset=tiny",
+    "data.patch_size=32",
+    "data.val_patches_per_image=1",
+    'data.degradations=["noise25", "rain", "lowlight"]',
+    "optim.batch_size=2",
+    "optim.lr=5e-4",
+    "train.val_every=2",
+    "train.ckpt_every=2",
+    "train.log_every=1",
+    "train.threads=1",
+]
+
+
+def quick(tmp_path, *extra: str):
+    return resolve("demo", overrides=[*QUICK, f"train.out_dir={tmp_path}", *extra])
+
+
+def losses(folder) -> list[float]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def test_short_run_writes_loadable_checkpoints_and_a_table(tmp_path, capsys):
+    table = train.run(quick(tmp_path, "train.steps=4"))
+    assert set(table) == {"noise25", "rain", "lowlight"}
+    assert all(0 < r["psnr"] < 100 and 0 <= r["accuracy"] <= 1 for r in table.values())
+    model = dfpir.load(tmp_path / "best.safetensors")
+    assert model.config.preset == "tiny"
+    assert load_classifier(tmp_path / "last.safetensors").classes == ["noise25", "rain", "lowlight"]
+    assert (tmp_path / "config.toml").read_text().count("[optim]") == 1
+    assert len(losses(tmp_path)) == 4
+    out = capsys.readouterr().out
+    assert "noise25" in out and f"results in {tmp_path}" in out
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train.run(quick(straight, "train.steps=4", "train.ema_decay=0.9"))
+    train.run(quick(split, "train.steps=4", "train.ema_decay=0.9"), stop_at=2)
+    train.run(quick(split, "train.steps=4", "train.ema_decay=0.9"), resume="auto")
+    assert losses(split) == losses(straight)
+    a, _ = read(straight / "last.safetensors")
+    b, _ = read(split / "last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train.run(quick(tmp_path, "train.steps=2"))
+    before = (tmp_path / "last.safetensors").read_bytes()
+    real = train.F.l1_loss
+    monkeypatch.setattr(train.F, "l1_loss", lambda a, b: real(a, b) * float("nan"))
+    with pytest.raises(UserError, match="non-finite at step 2"):
+        train.run(quick(tmp_path, "train.steps=4"), resume="auto")
+    assert (tmp_path / "last.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["optim.lrr=1"], "unknown config key optim.lrr"),
+        (["optim.lr=fast"], "optim.lr must be float"),
+        (["train.steps=1.5"], "train.steps must be int"),
+        (["nosection=1"], "must look like section.key=value"),
+        (["--preset", "7task"], "unknown training preset '7task'"),
+        (['data.degradations=["snow"]'], "unknown degradation 'snow'"),
+        (["train.out_dir=/proc/forbidden"], "cannot write to output folder"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(args, message, capsys):
+    assert train.main([*args, "train.steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_config_file_and_print_config(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[optim]\nlr = 3e-4\n[train]\nsteps = 7\n')
+    assert train.main(["--config", str(cfg), "--print-config", "train.steps=9"]) == 0
+    out = capsys.readouterr().out
+    assert "lr = 0.0003" in out and "steps = 9" in out
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="torchrun not installed")
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    args = [*QUICK, "train.steps=2", "optim.batch_size=4", "train.classifier=false"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    for folder, procs in [(one, 1), (two, 2)]:
+        subprocess.run(
+            [torchrun, "--standalone", f"--nproc_per_node={procs}", "-m", "dfpir.train", *args, f"train.out_dir={folder}"],
+            check=True, env=env, capture_output=True, timeout=300,
+        )
+    a, b = dfpir.load(one / "last.safetensors"), dfpir.load(two / "last.safetensors")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        # All-reduce sums gradients in another order than one process does: rounding only.
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
