@@ -875,7 +875,10 @@ def build_dataset(
     return MixedDataset([(ds, reps.get(f.task, 1)) for ds, f in zip(parts, found)], label_space)
 
 
-def _builtin_dataset(split, crop_size, degradations, labels, seed, length, ratios, per_image) -> Dataset:
+def _builtin_dataset(
+    split: str, crop_size: int | None, degradations: Sequence[str] | None, labels: Sequence[str] | None,
+    seed: int, length: int | None, ratios: Sequence[float] | None, per_image: int,
+) -> Dataset:
     names = _check_names(degradations or list(DEGRADATIONS))
     if labels is not None and list(labels) != names:
         raise ValueError("for synthetic layouts the label list is the degradations list; pass degradations=")
@@ -888,7 +891,11 @@ def _builtin_dataset(split, crop_size, degradations, labels, seed, length, ratio
     return SyntheticDataset(photos, names, None, seed=seed, augment=False, fixed=True)
 
 
-def _task_dataset(files: TaskFiles, split, crop_size, seed, label_space, holdout, per_image, size_mismatch, length, ratios, layout) -> Dataset:
+def _task_dataset(
+    files: TaskFiles, split: str, crop_size: int | None, seed: int, label_space: list[str], holdout: int, per_image: int,
+    size_mismatch: str, length: int | None, ratios: Sequence[float] | None, layout: str,
+) -> Dataset:
+    """The dataset of one task of a layout (synthetic from clean images, or paired files)."""
     if split == "val" and holdout <= 0:
         raise UserError(f"layout {layout!r} has no validation split by default; pass holdout=N to hold out every N-th training file")
     train = split == "train"
@@ -1093,8 +1100,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--workers", type=int, nargs="*", default=[0, 2])
     b.add_argument("--model", default="tiny", help="config preset whose train step to time, or 'none'")
+    b.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.command == "bench":
+        if args.threads:
+            torch.set_num_threads(args.threads)
         bench(args.size, args.batch, args.repeats, args.workers, None if args.model == "none" else args.model)
         return 0
     if args.root is not None and not Path(args.root).is_dir():
