@@ -1,0 +1,185 @@
+"""Restore photographs: ``python -m dfpir.restore INPUT... -o OUTDIR --degradation NAME``.
+
+Inputs are files, folders (their images, not recursive) and glob patterns. Each output is named
+after its input (plus ``--suffix``) in OUTDIR and keeps the input's format, bit depth, alpha and
+grey-ness. Existing files are never replaced unless ``--overwrite`` is given, and every write is
+atomic, so an interrupted run leaves no partial file. A bad input is reported on one line and
+skipped; the exit code is 1 when any input failed, 2 for a usage error (nothing restored).
+
+``--degradation`` is a name the weights know (``noise15 noise25 noise50 rain haze blur
+lowlight``), ``auto`` (the classifier stored in the weights picks per image, and the choice and
+its confidence are printed), or free text. Free text is embedded with the built-in hashing
+encoder, which matches words, not meaning (see :mod:`dfpir.runner`).
+
+Large images are restored by overlapping tiles when the whole image would exceed the memory
+budget (``--memory-gb``) or when ``--tile N`` is given; see :mod:`dfpir.tiling` for how tiled
+and whole-image results differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import USAGE_ERROR, UserError, cli_main
+from .images import SUFFIXES, is_image_path, read_image, write_image
+from .runner import PRECISIONS, Restorer
+
+
+@dataclass
+class Job:
+    """One input file and where its result goes."""
+
+    source: Path
+    target: Path
+
+
+@dataclass
+class Report:
+    """What happened to every input: done, failed (with reasons)."""
+
+    done: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def fail(self, what: str | Path, reason: str) -> None:
+        """Record and print a one-line failure."""
+        reason = (reason.strip().splitlines() or ["unknown error"])[0]
+        self.failed.append((str(what), reason))
+        tqdm.write(f"error: {reason}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="python -m dfpir.restore", description=__doc__.split("\n\n")[0])
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--outdir", required=True, type=Path, help="folder for the restored images")
+    p.add_argument("--degradation", required=True, help="degradation name, 'auto', or free text")
+    p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped demo weights)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
+    p.add_argument("--tile", type=int, help="tile side in pixels (0: never tile; default: from the memory budget)")
+    p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on CPU)")
+    p.add_argument("--suffix", default="", help="added to each output's file stem, e.g. _restored")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
+    return p
+
+
+def expand_inputs(specs: list[str], report: Report) -> list[Path]:
+    """Files named by ``specs`` (files, folders, globs), in order, without duplicates.
+
+    Specs that name nothing usable are recorded in ``report`` as failures.
+    """
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
+            if not images:
+                report.fail(spec, f"{spec}: no images in this folder ({', '.join(SUFFIXES)})")
+            found += images
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec) if Path(m).is_file() and is_image_path(m))
+            if not matches:
+                report.fail(spec, f"{spec}: the pattern matches no image")
+            found += matches
+        else:
+            report.fail(spec, f"{spec}: no such file or folder")
+    unique = {p.resolve(): p for p in found}
+    return list(unique.values())
+
+
+def check_outdir(outdir: Path) -> None:
+    """Create ``outdir`` if needed and prove it writable (one-line error otherwise)."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=outdir, prefix=".dfpir-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{outdir}: output folder is not writable ({exc.strerror or exc})") from None
+
+
+def plan_jobs(sources: list[Path], outdir: Path, suffix: str, overwrite: bool, report: Report) -> list[Job]:
+    """Pair each source with its output path; refuse clashes and (without ``overwrite``) existing files."""
+    jobs, taken = [], {}
+    for src in sources:
+        target = outdir / f"{src.stem}{suffix}{src.suffix}"
+        key = target.resolve()
+        if key in taken:
+            report.fail(src, f"{src}: output {target} would also be written for {taken[key]}; rename one of them")
+        elif target.exists() and not overwrite:
+            what = "is the input itself" if key == src.resolve() else "already exists"
+            report.fail(src, f"{src}: output {target} {what}; pass --overwrite or another -o/--suffix")
+        else:
+            taken[key] = src
+            jobs.append(Job(src, target))
+    return jobs
+
+
+def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
+    """Read, restore and write one image; returns a short note for the log."""
+    image = read_image(job.source)
+    prompt = restorer.prompt(degradation, image.rgb)
+    restored, plan = restorer.restore(image.rgb, prompt)
+    write_image(job.target, image.with_rgb(restored))
+    notes = [prompt.label]
+    if prompt.label.startswith("text:"):
+        name, cos = restorer.nearest_name(prompt.embedding)
+        notes.append(f"hashing encoder, not semantic; nearest known prompt {name} at cosine {cos:.2f}")
+    if prompt.confidence is not None:
+        notes.append(f"confidence {prompt.confidence:.2f}")
+    if plan is not None:
+        notes.append(f"{plan.count} tiles of {plan.tile}")
+    return ", ".join(notes)
+
+
+def run_jobs(restorer: Restorer, jobs: list[Job], degradation: str, report: Report) -> None:
+    """Restore every job under a progress bar, recording failures and moving on."""
+    for job in tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None):
+        try:
+            note = restore_one(restorer, job, degradation)
+        except (UserError, ValueError, OSError, RuntimeError) as exc:
+            report.fail(job.source, str(exc) if str(exc).startswith(str(job.source)) else f"{job.source}: {exc}")
+            continue
+        report.done.append(job.target)
+        tqdm.write(f"{job.source} -> {job.target} ({note})")
+
+
+def summary(report: Report, outdir: Path, seconds: float) -> str:
+    """The closing line."""
+    total = len(report.done) + len(report.failed)
+    line = f"restored {len(report.done)} of {total} inputs into {outdir} in {seconds:.1f} s"
+    return line + (f"; {len(report.failed)} failed (see the errors above)" if report.failed else "")
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns 0 when every input was restored, 1 when some failed, 2 on usage errors."""
+    args = build_parser().parse_args(argv)
+    budget = int(args.memory_gb * 2**30) if args.memory_gb else None
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget)
+    restorer.check_spec(args.degradation)
+    report = Report()
+    sources = expand_inputs(args.inputs, report)
+    if not sources:
+        return USAGE_ERROR  # every input failed, each already reported on its own line
+    check_outdir(args.outdir)
+    jobs = plan_jobs(sources, args.outdir, args.suffix, args.overwrite, report)
+    start = time.perf_counter()
+    run_jobs(restorer, jobs, args.degradation, report)
+    print(summary(report, args.outdir, time.perf_counter() - start))
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""What the restore and evaluate tools share: loading weights, choosing prompts, restoring arrays.
+
+:class:`Restorer` holds a model (and its degradation classifier, when the weights carry one) on a
+device in a precision, and turns a degradation *spec* into a prompt embedding:
+
+- a registry name the weights know (``noise25``, ``rain``, ...): its stored embedding;
+- ``auto``: the classifier picks a name per image (blind restoration);
+- free text (anything with a space in it): embedded with the hashing text encoder, and only when
+  the weights' prompt bank was itself made by that encoder. The hashing encoder is **not
+  semantic**: it matches words, not meaning, so "heavy rain streaks" lands near the ``rain``
+  prompt only because it shares the word "rain". Use registry names for real work.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load, load_classifier
+from .errors import UserError
+from .prompts import HashingTextEncoder
+from .tiling import TilePlan, restore_image
+
+DEMO_WEIGHTS = Path(__file__).parent / "weights" / "demo.safetensors"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CLASSIFIER_CROP = 512  # the classifier sees a centre crop (resizing would change noise statistics)
+
+
+@dataclass
+class Prompt:
+    """A resolved prompt: the embedding, a label for reports, and the classifier's confidence."""
+
+    embedding: torch.Tensor
+    label: str
+    confidence: float | None = None
+
+
+def resolve_weights(path: str | Path | None) -> Path:
+    """The weights file to use: ``path``, or the shipped demo weights (with a hint if missing).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        User-given weights; ``None`` for the default.
+    """
+    if path is not None:
+        return Path(path)
+    if not DEMO_WEIGHTS.is_file():
+        raise UserError(
+            f"default weights {DEMO_WEIGHTS} are missing; train them with `python -m dfpir.train` "
+            "or pass --weights PATH"
+        )
+    return DEMO_WEIGHTS
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda`` (one-line error when CUDA is asked for and absent)."""
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"unknown device {name!r}; use cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+class Restorer:
+    """A loaded model, ready to restore float RGB arrays.
+
+    Parameters
+    ----------
+    weights : str or Path, optional
+        A dfpir checkpoint; the shipped demo weights when omitted.
+    device : str
+        ``cpu`` or ``cuda``.
+    precision : {"fp32", "bf16", "fp16"}
+        Compute precision (fp16 only on CUDA).
+    tile : int, optional
+        Tile side; ``0`` never tiles; ``None`` chooses from ``budget``.
+    budget : int, optional
+        Activation memory budget in bytes (see :mod:`dfpir.tiling`).
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        tile: int | None = None,
+        budget: int | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise UserError("fp16 needs --device cuda; use bf16 or fp32 on the CPU")
+        self.weights = resolve_weights(weights)
+        try:
+            self.model = load(self.weights, self.device).to(PRECISIONS[precision])
+            self.classifier = load_classifier(self.weights, self.device)
+        except CheckpointError as exc:
+            raise UserError(str(exc)) from None
+        if tile is not None and tile < 0:
+            raise UserError(f"--tile must be >= 0 (0 means never tile), got {tile}")
+        self.tile, self.budget = tile, budget
+
+    @property
+    def names(self) -> list[str]:
+        """Degradation names the weights hold prompts for."""
+        return self.model.prompts.names
+
+    def check_spec(self, spec: str) -> None:
+        """Raise :class:`UserError` now if ``spec`` can never be resolved (before any image)."""
+        if spec == "auto":
+            if self.classifier is None:
+                raise UserError(
+                    f"{self.weights}: --degradation auto needs a degradation classifier, and these weights "
+                    "have none (train with python -m dfpir.train, which stores one); name the degradation instead"
+                )
+        elif spec not in self.model.prompts:
+            self.text_embedding(spec)
+
+    def text_embedding(self, spec: str) -> torch.Tensor:
+        """Embed free text with the hashing encoder (one-line errors for names and foreign banks)."""
+        if re.fullmatch(r"[A-Za-z0-9_]+", spec.strip()):
+            raise UserError(
+                f"unknown degradation {spec!r}; these weights know: {', '.join(self.names)}, or auto, "
+                "or free text (several words)"
+            )
+        if not self._bank_is_hashing():
+            raise UserError(
+                f"{self.weights}: free-text prompts need the text encoder these weights' prompts were made with "
+                "(not the built-in hashing encoder, e.g. CLIP); use a degradation name"
+            )
+        vec = HashingTextEncoder(self.model.config.prompt_dim)(spec)
+        return torch.from_numpy(vec)[None]
+
+    def _bank_is_hashing(self) -> bool:
+        bank = self.model.prompts
+        encoder = HashingTextEncoder(bank.dim)
+        return bool(bank.texts) and all(
+            name in bank.texts and np.allclose(encoder(bank.texts[name]), vec, atol=1e-5)
+            for name, vec in bank.embeddings.items()
+        )
+
+    def nearest_name(self, embedding: torch.Tensor) -> tuple[str, float]:
+        """The known prompt with the highest cosine similarity to ``embedding``, and that similarity."""
+        bank = self.model.prompts.embed(self.names).double()
+        vec = embedding.double().reshape(1, -1)
+        cos = torch.nn.functional.cosine_similarity(bank, vec, dim=1)
+        i = int(cos.argmax())
+        return self.names[i], float(cos[i])
+
+    def prompt(self, spec: str, rgb: np.ndarray | None = None) -> Prompt:
+        """Resolve ``spec`` (name, ``auto`` or free text) to a :class:`Prompt` for image ``rgb``.
+
+        Parameters
+        ----------
+        spec : str
+            Degradation name, ``auto`` or free text.
+        rgb : np.ndarray, optional
+            (H, W, 3) float image; needed for ``auto``.
+        """
+        if spec == "auto":
+            self.check_spec(spec)
+            name, conf = self.classify(rgb)
+            return Prompt(self.model.prompts.embed([name]), name, conf)
+        if spec in self.model.prompts:
+            return Prompt(self.model.prompts.embed([spec]), spec)
+        return Prompt(self.text_embedding(spec), f"text:{spec}")
+
+    @torch.inference_mode()
+    def classify(self, rgb: np.ndarray) -> tuple[str, float]:
+        """The classifier's degradation name and confidence for an (H, W, 3) image (centre crop)."""
+        h, w = rgb.shape[:2]
+        top, left = max(0, (h - CLASSIFIER_CROP) // 2), max(0, (w - CLASSIFIER_CROP) // 2)
+        crop = rgb[top : top + CLASSIFIER_CROP, left : left + CLASSIFIER_CROP]
+        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(self.device)
+        names, conf = self.classifier.predict(x)
+        return names[0], float(conf[0])
+
+    def restore(self, rgb: np.ndarray, prompt: Prompt, progress=None) -> tuple[np.ndarray, TilePlan | None]:
+        """Restore an (H, W, 3) float image; returns the clipped (H, W, 3) float32 result and the tiles.
+
+        Parameters
+        ----------
+        rgb : np.ndarray
+            (H, W, 3) float in [0, 1].
+        prompt : Prompt
+            From :meth:`prompt`.
+        progress : callable, optional
+            ``progress(done, total)`` per tile.
+        """
+        x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+        out, plan = restore_image(self.model, x, prompt.embedding, self.tile, self.budget, progress=progress)
+        return out[0].clamp(0, 1).permute(1, 2, 0).numpy(), plan
