@@ -21,7 +21,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/python -m dfpir.summary
+	$(BIN)/python -m dfpir.demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

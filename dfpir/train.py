@@ -92,7 +92,7 @@ def build_data(cfg: TrainConfig, length: int):
         train_set = data.build_dataset(d.layout, d.root, "train", d.patch_size, degradations=d.degradations, seed=cfg.train.seed)
         # A held-out split, never the test sets: the built-in photos give a small, fixed one.
         val_images = data.builtin_photos("val")
-    val = data.validation_set(val_images, d.degradations, d.patch_size * 2, d.val_patches_per_image, cfg.train.seed + 1)
+    val = data.validation_set(val_images, d.degradations, d.val_crop, d.val_patches_per_image, cfg.train.seed + 1)
     return train_set, val
 
 
@@ -106,6 +106,27 @@ def batch_indices(step: int, micro: int, accum: int, dist: Dist) -> list[list[in
         base = start + a * micro * dist.world + dist.rank * micro
         out.append(list(range(base, base + micro)))
     return out
+
+
+class SampleOrder:
+    """Global sample number -> dataset index: a seeded permutation of the dataset per epoch.
+
+    Datasets here lay their degradations out in contiguous index ranges, so reading them in order
+    would train on one degradation at a time; the permutation mixes them in every batch.
+    """
+
+    def __init__(self, dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+        self.epoch, self.perm = -1, torch.empty(0, dtype=torch.long)
+
+    def __call__(self, number: int) -> int:
+        epoch, i = divmod(number, len(self.dataset))
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+        return int(self.perm[i])
 
 
 def collate(items: list[dict]) -> dict[str, Any]:
@@ -276,13 +297,13 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
 
-    def train_step(self, dataset) -> float:
+    def train_step(self, dataset, order: SampleOrder) -> float:
         cfg = self.cfg
         micro = cfg.optim.batch_size // (cfg.optim.accum_steps * self.dist.world)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for indices in batch_indices(self.step, micro, cfg.optim.accum_steps, self.dist):
-            batch = collate([dataset[i] for i in indices])
+            batch = collate([dataset[order(i)] for i in indices])
             image = batch["input"].to(self.device)
             target = batch["target"].to(self.device)
             if cfg.train.channels_last:
@@ -378,6 +399,7 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
         path = out / "last.safetensors" if resume == "auto" else Path(resume)
         trainer.resume(path)
     dataset, val = build_data(cfg, cfg.train.steps * cfg.optim.batch_size)
+    order = SampleOrder(dataset, cfg.train.seed)
     if dist.main:
         (out / "config.toml").write_text(cfg.to_toml())
     writer = None
@@ -395,7 +417,7 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
     try:
         end = min(cfg.train.steps, stop_at or cfg.train.steps)
         while trainer.step < end:
-            loss = trainer.train_step(dataset)
+            loss = trainer.train_step(dataset, order)
             seen += cfg.optim.batch_size
             lr = trainer.optimizer.param_groups[0]["lr"]
             bar.update(1)

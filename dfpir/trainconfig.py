@@ -38,6 +38,7 @@ class DataSection:
     patch_size: int = 64
     workers: int = 0
     val_patches_per_image: int = 2
+    val_crop: int = 128  # the narrowest held-out strip of the built-in photos is 136 px
 
 
 @dataclass

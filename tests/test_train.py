@@ -21,6 +21,7 @@ QUICK = [
     "model.preset=tiny",
     "data.patch_size=32",
     "data.val_patches_per_image=1",
+    "data.val_crop=32",
     'data.degradations=["noise25", "rain", "lowlight"]',
     "optim.batch_size=2",
     "optim.lr=5e-4",

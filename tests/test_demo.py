@@ -1,0 +1,33 @@
+"""The demo behind `make demo`: files written, table complete, clear error without weights."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import torch
+
+import dfpir
+from dfpir import demo
+
+
+def test_demo_writes_gallery_page_and_table(tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    dfpir.DFPIR(dfpir.get_config("tiny")).save(weights)
+    results = demo.run_demo(weights, tmp_path / "out", photos=1)
+    assert list(results) == dfpir.DFPIR(dfpir.get_config("tiny")).prompts.names
+    sheet = iio.imread(tmp_path / "out" / "gallery.png")
+    assert sheet.shape[0] > 7 * 64 and sheet.ndim == 3
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert page.count("<tr>") == 1 + 7
+    assert json.loads((tmp_path / "out" / "results.json").read_text()).keys() == results.keys()
+    table = demo.format_results(results)
+    assert all(name in table for name in results)
+
+
+def test_demo_without_weights_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "DEFAULT_WEIGHTS", tmp_path / "missing.safetensors")
+    assert demo.main(["-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "python -m dfpir.train" in err and len(err.strip().splitlines()) == 1
