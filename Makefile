@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test demo clean
+.PHONY: install test test-nojit bench-reference demo clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ install: $(BIN)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The reference's pure-Python path (Numba JIT off): a cheap subset, so it stays correct.
+test-nojit: install
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -m reference_subset tests/test_reference_properties.py tests/test_reference_equivalence.py
+
+bench-reference: install
+	$(BIN)/python -m dfpir.bench_reference
 
 demo: install
 	$(BIN)/python -m dfpir.demo

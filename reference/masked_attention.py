@@ -21,6 +21,7 @@ from numba import njit
 from ._params import get
 from .attention import _attention_kernel, channel_logits, merge_heads, softmax, split_heads
 from .conv import _conv2d_from
+from .margins import record_topk_gaps
 
 
 def kept_per_row(c: int, keep_ratio: float = 0.9) -> int:
@@ -60,6 +61,7 @@ def topk_mask(logits: np.ndarray, k: int) -> np.ndarray:
     ndarray
         bool, same shape; exactly ``min(k, N)`` True per row (see the module's tie rule).
     """
+    record_topk_gaps(logits, k)  # no-op unless a test is measuring near-ties
     # stable ascending argsort of -x is the stable descending order of x (lower index first on ties)
     order = np.argsort(-logits, axis=-1, kind="stable")
     rank = np.empty_like(order)

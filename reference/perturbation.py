@@ -16,6 +16,7 @@ from numba import njit
 
 from ._params import get
 from .conv import _conv2d_from
+from .margins import record_order_gaps
 
 
 def dgm(prompt: np.ndarray, params: Mapping[str, np.ndarray], prefix: str = "") -> np.ndarray:
@@ -57,6 +58,7 @@ def channel_order(scores: np.ndarray) -> np.ndarray:
         (B, N) int64; row b lists channel indices from highest to lowest score, lower index first
         among equal scores (``-0.0`` and ``0.0`` count as equal).
     """
+    record_order_gaps(scores)  # no-op unless a test is measuring near-ties
     # argsort(-s) ascending == argsort(s) descending; negation is exact and keeps equal values equal
     return np.argsort(-scores, axis=-1, kind="stable").astype(np.int64)
 

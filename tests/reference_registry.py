@@ -1,0 +1,660 @@
+"""The registry of operation pairs: every public function of ``reference`` beside its PyTorch twin.
+
+One row per operation (PyTorch OpInfo style): the reference function, the PyTorch function (or a
+thin adapter with the *same signature* that builds the module from the same state dict), the
+Hypothesis strategy that draws a whole consistent case, whether the result must match exactly,
+the tolerance with its reason, the loop twin, and whether ``gradcheck`` applies.
+The generic tests live in ``test_reference_equivalence.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hypothesis import strategies as st
+
+import dfpir
+import reference
+from dfpir import attention as t_attn
+from dfpir import masked_attention as t_masked
+from dfpir import network as t_net
+from dfpir import perturbation as t_perturb
+from dfpir.attention import MDTA
+from dfpir.dgpb import DGPB
+from dfpir.feedforward import GDFN, hidden_width as t_hidden_width
+from dfpir.layernorm import layer_norm as t_layer_norm
+from dfpir.masked_attention import MaskedCrossAttention
+from dfpir.perturbation import DGM, ChannelPerturbation
+from dfpir.transformer import Downsample, TransformerBlock, Upsample
+from reference.margins import decision_margins
+
+# ---------------------------------------------------------------------------------------------
+# Tolerance policy (the only place tolerances are set)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tol:
+    """``|actual - expected| <= atol + rtol * |expected|`` element-wise."""
+
+    rtol: float
+    atol: float
+    reason: str
+
+
+TOLERANCE = {
+    # semantics: reference float64 vs PyTorch float64. Only summation order differs, so errors
+    # are a few ulps of float64 times the depth of the computation.
+    "float64": Tol(1e-10, 1e-10, "float64 vs float64: only summation order differs"),
+    # numerics: PyTorch float32 (and reference float32) vs reference float64. float32 eps is
+    # 1.2e-7; reductions over up to a few hundred terms and normalisations lose ~2 digits.
+    "float32": Tol(2e-5, 2e-5, "float32 vs float64: float32 rounding in reductions of <= a few hundred terms"),
+}
+# Below this relative gap a discrete decision (sort, top-k boundary) may legitimately flip
+# between float32 and float64 (float32 resolution ~1.2e-7 times error growth); such examples
+# are set aside and counted, never compared with a looser tolerance.
+NEAR_TIE = {"float32": 1e-4, "float64": 1e-9}
+# gradcheck perturbs inputs by 1e-6; a top-k boundary closer than this makes it non-smooth.
+GRAD_NEAR_TIE = 1e-3
+
+
+def tolerance(dtype: str, factor: float = 1.0) -> Tol:
+    """The policy's tolerance for ``dtype``, scaled by a row's documented ``factor``."""
+    t = TOLERANCE[dtype]
+    return Tol(t.rtol * factor, t.atol * factor, t.reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases and rows
+# ---------------------------------------------------------------------------------------------
+
+
+class Case:
+    """One drawn example: positional arguments (float arrays in float64) and their description.
+
+    ``exact_inputs`` is true when the decisions (sort, top-k) are taken directly on inputs that
+    are exactly representable in float32: float32 then decides exactly as float64 does.
+    The repr is the drawn configuration (seeds included), a compact reproduction.
+    """
+
+    def __init__(self, config: dict, args: tuple, exact_inputs: bool = False) -> None:
+        self.config, self.args, self.exact_inputs = config, args, exact_inputs
+
+    def __repr__(self) -> str:
+        return f"Case({self.config})"
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One registry row; see the module docstring."""
+
+    name: str
+    ref: Callable
+    torch_fn: Callable
+    strategy: st.SearchStrategy
+    exact: bool
+    reason: str
+    loop: Optional[Callable] = None
+    gradcheck: bool = False
+    f32_factor: float = 1.0  # multiplies the float32 tolerance (reason in ``reason``)
+    decisions: bool = False  # makes sort / top-k decisions on computed values (near-tie check)
+    conditioning: bool = True  # set aside ill-conditioned float32 examples (approximate rows only)
+    grad_ok: Optional[Callable] = None  # case -> bool: is the PyTorch op smooth at this input?
+    cost: int = 1  # the row runs max_examples // cost examples (at least 3): keeps CI in budget
+    grad_args: tuple = field(default=(0,))  # positional args that gradcheck differentiates
+
+
+def cast(obj: Any, dtype: np.dtype) -> Any:
+    """Float arrays (also inside dicts) to ``dtype``; everything else unchanged."""
+    if isinstance(obj, np.ndarray) and np.issubdtype(obj.dtype, np.floating):
+        return obj.astype(dtype)
+    if isinstance(obj, dict):
+        return {k: cast(v, dtype) for k, v in obj.items()}
+    return obj
+
+
+def to_torch(obj: Any, dtype: torch.dtype, device: str) -> Any:
+    """NumPy arrays (also inside dicts) to tensors; floats get ``dtype``."""
+    if isinstance(obj, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(obj)).to(device)
+        return t.to(dtype) if t.is_floating_point() else t
+    if isinstance(obj, dict):
+        return {k: to_torch(v, dtype, device) for k, v in obj.items()}
+    return obj
+
+
+def to_numpy(obj: Any) -> Any:
+    """Tensors to float64/bool/int NumPy arrays; other values unchanged."""
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu()
+        return obj.double().numpy() if obj.is_floating_point() else obj.numpy()
+    return obj
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Smallest relative gap at any decision: ``positive`` ignores exact ties (settled by the tie
+    rule, identical in every precision), ``any`` includes them (for gradcheck)."""
+
+    positive: float = math.inf
+    any: float = math.inf
+
+
+def run_reference(fn: Callable, case: Case, dtype: np.dtype) -> tuple[Any, Margins]:
+    """Call a reference function on the case cast to ``dtype``; also return its decision margins."""
+    with decision_margins() as recorded:
+        out = fn(*(cast(a, dtype) for a in case.args))
+    gaps = np.concatenate(recorded) if recorded else np.zeros(0)
+    pos = gaps[gaps > 0]
+    return out, Margins(float(pos.min()) if pos.size else math.inf, float(gaps.min()) if gaps.size else math.inf)
+
+
+def jitter(obj: Any, seed: int, rel: float) -> Any:
+    """Float arrays (also inside dicts) multiplied by ``1 + rel * u``, u uniform in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+
+    def one(a):
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
+            return a * (1 + rel * rng.uniform(-1, 1, a.shape))
+        if isinstance(a, dict):
+            return {k: one(v) for k, v in a.items()}
+        return a
+
+    return one(obj)
+
+
+def float32_sensitivity(fn: Callable, case: Case, out64: np.ndarray) -> float:
+    """How much the float64 output moves when every float input moves by float32's unit roundoff.
+
+    An estimate of the error float32 arithmetic cannot avoid on this example (its conditioning),
+    used to set aside ill-conditioned examples (e.g. a LayerNorm over 2 nearly equal channels
+    divides by sqrt(var + 1e-5) ~ 3e-3) instead of loosening the tolerance for all.
+    """
+    moved = fn(*jitter(case.args, 12345, 2.0**-24))
+    return float(np.abs(moved - out64).max())
+
+
+def run_torch(fn: Callable, case: Case, dtype: torch.dtype, device: str) -> Any:
+    """Call a PyTorch function on the case as tensors; returns NumPy."""
+    with torch.no_grad():
+        return to_numpy(fn(*(to_torch(a, dtype, device) for a in case.args)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Value generation
+# ---------------------------------------------------------------------------------------------
+
+VALUE_KINDS = ("normal", "integers")
+
+
+def values(seed: int, shape: tuple, kind: str = "normal", scale: float = 1.0) -> np.ndarray:
+    """float64 array, exactly representable in float32 (so casting inputs loses nothing).
+
+    ``"integers"`` draws small integers in [-3, 3]: many exact ties and zeros.
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "integers":
+        return rng.integers(-3, 4, size=shape).astype(np.float64)
+    return (scale * rng.standard_normal(shape)).astype(np.float32).astype(np.float64)
+
+
+seeds = st.integers(0, 2**31 - 1)
+batch = st.integers(1, 2)
+side = st.integers(1, 6)
+
+
+def perturbed_state(module: torch.nn.Module, seed: int, scale: float = 0.2) -> dict:
+    """float64 NumPy state dict of ``module`` with every entry moved off its initial value.
+
+    Random offsets exercise every parameter (a temperature of exactly 1 or a zero bias would hide
+    a wiring error), float32-representable so both precisions start from the same numbers.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.double() + scale * torch.randn(v.shape, generator=g, dtype=torch.float64)
+        out[k] = v.float().double().numpy()
+    return out
+
+
+def load(module: torch.nn.Module, params: dict) -> torch.nn.Module:
+    """``module`` with ``params`` (tensors, any dtype/device) loaded strictly, in eval mode."""
+    first = next(iter(params.values()))
+    module = module.to(device=first.device, dtype=first.dtype)
+    module.load_state_dict(params, strict=True)
+    return module.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch adapters: same signature as the reference function
+# ---------------------------------------------------------------------------------------------
+
+
+def torch_conv2d(x, weight, bias=None, groups=1):
+    """``F.conv2d`` with same padding."""
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=groups)
+
+
+def torch_l2_normalize(x):
+    """``F.normalize`` along the last axis."""
+    return F.normalize(x, dim=-1)
+
+
+def torch_masked_attention(q, k, v, temperature, kept):
+    """The core of ``MaskedCrossAttention.forward`` from dfpir's functions."""
+    return t_masked.masked_softmax(t_attn.channel_logits(q, k, temperature), kept) @ v
+
+
+def _has(params, name):
+    return name in params
+
+
+def torch_mdta(x, params, heads, prefix=""):
+    """``MDTA`` built from ``params``."""
+    return load(MDTA(x.shape[1], heads, _has(params, "qkv.bias")), params)(x)
+
+
+def _expansion(params, name, channels):
+    hidden = params[name].shape[1]
+    return (hidden + 0.5) / channels  # int(C * factor) == hidden exactly
+
+
+def torch_gdfn(x, params, prefix=""):
+    """``GDFN`` built from ``params``."""
+    c = x.shape[1]
+    return load(GDFN(c, _expansion(params, "project_out.weight", c), _has(params, "project_in.bias")), params)(x)
+
+
+def torch_dgm(prompt, params, prefix=""):
+    """``DGM`` built from ``params``."""
+    return load(DGM(prompt.shape[1], params["linear2.weight"].shape[0]), params)(prompt)
+
+
+def torch_perturb(x, prompt, params, prefix=""):
+    """``ChannelPerturbation`` (faithful) built from ``params``."""
+    return load(ChannelPerturbation(x.shape[1], prompt.shape[1]), params)(x, prompt)
+
+
+def torch_masked_cross_attention(query, context, params, heads, keep_ratio=0.9, prefix=""):
+    """``MaskedCrossAttention`` built from ``params``."""
+    m = MaskedCrossAttention(query.shape[1], heads, _has(params, "q.bias"), keep_ratio)
+    return load(m, params)(query, context)
+
+
+def torch_dgpb(x, prompt, params, heads, keep_ratio=0.9, prefix=""):
+    """``DGPB`` built from ``params``."""
+    c = x.shape[1]
+    m = DGPB(c, heads, _expansion(params, "ffn.project_out.weight", c), _has(params, "attn.q.bias"),
+             _has(params, "norm_q.bias"), prompt.shape[1], "faithful", keep_ratio)
+    return load(m, params)(x, prompt)
+
+
+def torch_transformer_block(x, params, heads, prefix=""):
+    """``TransformerBlock`` built from ``params``."""
+    c = x.shape[1]
+    m = TransformerBlock(c, heads, _expansion(params, "ffn.project_out.weight", c),
+                         _has(params, "attn.qkv.bias"), _has(params, "norm1.bias"))
+    return load(m, params)(x)
+
+
+def torch_downsample(x, params, prefix=""):
+    """``Downsample`` built from ``params``."""
+    return load(Downsample(x.shape[1]), params)(x)
+
+
+def torch_upsample(x, params, prefix=""):
+    """``Upsample`` built from ``params``."""
+    return load(Upsample(x.shape[1]), params)(x)
+
+
+def torch_dfpir_forward(params, image, prompt, config):
+    """The whole ``DFPIR`` model built from ``config`` and ``params``."""
+    model = dfpir.DFPIR(dfpir.DFPIRConfig(**config))
+    return load(model, params)(image, prompt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies: each draws a whole consistent case
+# ---------------------------------------------------------------------------------------------
+
+
+@st.composite
+def layer_norm_cases(draw):
+    b, c, h, w = draw(batch), draw(st.integers(1, 6)), draw(side), draw(side)
+    kind, seed, with_bias = draw(st.sampled_from(VALUE_KINDS)), draw(seeds), draw(st.booleans())
+    x = values(seed, (b, c, h, w), kind, scale=3.0) + (values(seed + 1, (1, c, 1, 1)) if kind == "normal" else 0)
+    weight = values(seed + 2, (c,))
+    bias = values(seed + 3, (c,)) if with_bias else None
+    return Case(dict(shape=(b, c, h, w), kind=kind, seed=seed, with_bias=with_bias), (x, weight, bias))
+
+
+@st.composite
+def conv_cases(draw):
+    kind = draw(st.sampled_from(["1x1", "depthwise3x3", "dense3x3", "grouped3x3"]))
+    b, h, w, seed = draw(batch), draw(side), draw(side), draw(seeds)
+    groups = 1
+    c_in = draw(st.integers(1, 5))
+    c_out = draw(st.integers(1, 5))
+    k = 1 if kind == "1x1" else 3
+    if kind == "depthwise3x3":
+        groups, c_out = c_in, c_in * draw(st.integers(1, 2))
+    elif kind == "grouped3x3":
+        groups = draw(st.integers(1, 3))
+        c_in, c_out = c_in * groups, c_out * groups
+    has_bias = draw(st.booleans())
+    x = values(seed, (b, c_in, h, w))
+    weight = values(seed + 1, (c_out, c_in // groups, k, k))
+    bias = values(seed + 2, (c_out,)) if has_bias else None
+    return Case(dict(kind=kind, x=x.shape, weight=weight.shape, groups=groups, bias=has_bias, seed=seed),
+                (x, weight, bias, groups))
+
+
+@st.composite
+def unshuffle_cases(draw):
+    r, b, c, seed = draw(st.integers(1, 3)), draw(batch), draw(st.integers(1, 4)), draw(seeds)
+    shape = (b, c, r * draw(st.integers(1, 4)), r * draw(st.integers(1, 4)))
+    return Case(dict(shape=shape, factor=r, seed=seed), (values(seed, shape), r))
+
+
+@st.composite
+def shuffle_cases(draw):
+    r, b, c, seed = draw(st.integers(1, 3)), draw(batch), draw(st.integers(1, 3)), draw(seeds)
+    shape = (b, c * r * r, draw(side), draw(side))
+    return Case(dict(shape=shape, factor=r, seed=seed), (values(seed, shape), r))
+
+
+@st.composite
+def elementwise_cases(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=4)))
+    kind, seed = draw(st.sampled_from(VALUE_KINDS)), draw(seeds)
+    return Case(dict(shape=shape, kind=kind, seed=seed), (values(seed, shape, kind, scale=3.0),))
+
+
+@st.composite
+def heads_config(draw):
+    """(B, heads, c, H, W): a width that splits into heads."""
+    return draw(batch), draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(side), draw(side)
+
+
+@st.composite
+def split_heads_cases(draw):
+    b, heads, c, h, w = draw(heads_config())
+    seed = draw(seeds)
+    return Case(dict(shape=(b, heads * c, h, w), heads=heads, seed=seed), (values(seed, (b, heads * c, h, w)), heads))
+
+
+@st.composite
+def merge_heads_cases(draw):
+    b, heads, c, h, w = draw(heads_config())
+    seed = draw(seeds)
+    return Case(dict(shape=(b, heads, c, h * w), h=h, w=w, seed=seed), (values(seed, (b, heads, c, h * w)), h, w))
+
+
+@st.composite
+def qkv_cases(draw, n_inputs=3, with_kept=False):
+    """q, k, v (B, heads, c, HW) and a temperature; optionally ``kept`` for the top-k mask."""
+    b, heads, c, h, w = draw(heads_config())
+    seed = draw(seeds)
+    arrays = [values(seed + i, (b, heads, c, h * w)) for i in range(n_inputs)]
+    temperature = (1 + values(seed + 9, (heads, 1, 1), scale=0.3))
+    temperature = temperature.astype(np.float32).astype(np.float64)
+    cfg = dict(b=b, heads=heads, c=c, hw=(h, w), seed=seed)
+    args = (*arrays, temperature)
+    if with_kept:
+        ratio = draw(st.sampled_from([0.9, 0.5, 0.75, 1.0]))
+        cfg["kept"] = reference.kept_per_row(c, ratio)
+        args = (*args, cfg["kept"])
+    return Case(cfg, args)
+
+
+@st.composite
+def logits_cases(draw, with_k=True):
+    """Rows of logits, tie-rich half of the time; exactly representable in float32."""
+    b, heads, c = draw(batch), draw(st.integers(1, 3)), draw(st.integers(1, 10))
+    kind, seed = draw(st.sampled_from(VALUE_KINDS)), draw(seeds)
+    x = values(seed, (b, heads, c, c), kind)
+    k = draw(st.integers(1, c))
+    cfg = dict(shape=x.shape, kind=kind, k=k, seed=seed)
+    return Case(cfg, (x, k) if with_k else (x,), exact_inputs=True)
+
+
+@st.composite
+def module_input(draw, widths=st.integers(1, 4)):
+    """(B, C, H, W) features with C = heads * c."""
+    b, heads, c, h, w = draw(batch), draw(st.integers(1, 3)), draw(widths), draw(side), draw(side)
+    return b, heads, heads * c, h, w
+
+
+def _flags(draw):
+    return draw(st.booleans()), draw(st.booleans())  # bias, with_bias_norm
+
+
+@st.composite
+def mdta_cases(draw):
+    b, heads, c, h, w = draw(module_input())
+    seed, (bias, _) = draw(seeds), _flags(draw)
+    params = perturbed_state(MDTA(c, heads, bias), seed)
+    return Case(dict(shape=(b, c, h, w), heads=heads, bias=bias, seed=seed),
+                (values(seed, (b, c, h, w)), params, heads))
+
+
+@st.composite
+def gdfn_cases(draw):
+    b, _, c, h, w = draw(module_input())
+    seed, bias = draw(seeds), draw(st.booleans())
+    factor = draw(st.sampled_from([2.66, 1.0, 0.5, 1.5]))
+    if int(c * factor) < 1:
+        factor = 1.0
+    params = perturbed_state(GDFN(c, factor, bias), seed)
+    return Case(dict(shape=(b, c, h, w), factor=factor, bias=bias, seed=seed), (values(seed, (b, c, h, w)), params))
+
+
+@st.composite
+def prompts(draw, b, dim, seed):
+    """A batch of prompts; samples may share a prompt (mixed batches) or not."""
+    distinct = values(seed, (b, dim))
+    pick = draw(st.lists(st.integers(0, b - 1), min_size=b, max_size=b))
+    return distinct[pick]
+
+
+@st.composite
+def dgm_cases(draw):
+    b, dim, out, seed = draw(batch), draw(st.integers(1, 16)), draw(st.integers(1, 12)), draw(seeds)
+    params = perturbed_state(DGM(dim, out), seed)
+    return Case(dict(b=b, prompt_dim=dim, out=out, seed=seed), (draw(prompts(b, dim, seed)), params))
+
+
+@st.composite
+def order_cases(draw):
+    b, n, kind, seed = draw(batch), draw(st.integers(1, 12)), draw(st.sampled_from(VALUE_KINDS)), draw(seeds)
+    s = values(seed, (b, n), kind)
+    if kind == "integers" and draw(st.booleans()):
+        s = s * 0.0  # signed zeros: -0.0 and 0.0 are equal scores
+    return Case(dict(shape=(b, n), kind=kind, seed=seed), (s,), exact_inputs=True)
+
+
+def _permutations(seed, b, n):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n) for _ in range(b)]).astype(np.int64)
+
+
+@st.composite
+def gather_cases(draw):
+    b, n, h, w, seed = draw(batch), draw(st.integers(1, 8)), draw(side), draw(side), draw(seeds)
+    return Case(dict(shape=(b, n, h, w), seed=seed), (values(seed, (b, n, h, w)), _permutations(seed, b, n)))
+
+
+@st.composite
+def inverse_cases(draw):
+    b, n, seed = draw(batch), draw(st.integers(1, 12)), draw(seeds)
+    return Case(dict(shape=(b, n), seed=seed), (_permutations(seed, b, n),))
+
+
+@st.composite
+def perturb_cases(draw):
+    b, _, c, h, w = draw(module_input())
+    dim, seed = draw(st.integers(1, 16)), draw(seeds)
+    params = perturbed_state(ChannelPerturbation(c, dim), seed)
+    return Case(dict(shape=(b, c, h, w), prompt_dim=dim, seed=seed),
+                (values(seed, (b, c, h, w)), draw(prompts(b, dim, seed + 5)), params))
+
+
+@st.composite
+def kept_cases(draw):
+    c = draw(st.integers(1, 200))
+    ratio = draw(st.one_of(st.sampled_from([0.9, 0.5, 1.0, 0.1, 0.75, 1 / 3]),
+                           st.floats(0.001, 1.0, allow_nan=False)))
+    return Case(dict(c=c, keep_ratio=ratio), (c, ratio))
+
+
+@st.composite
+def masked_cross_attention_cases(draw):
+    b, heads, c, h, w = draw(module_input(st.integers(1, 6)))
+    seed, bias = draw(seeds), draw(st.booleans())
+    ratio = draw(st.sampled_from([0.9, 0.5, 1.0]))
+    params = perturbed_state(MaskedCrossAttention(c, heads, bias, ratio), seed)
+    return Case(dict(shape=(b, c, h, w), heads=heads, bias=bias, keep_ratio=ratio, seed=seed),
+                (values(seed, (b, c, h, w)), values(seed + 1, (b, c, h, w)), params, heads, ratio))
+
+
+@st.composite
+def dgpb_cases(draw):
+    b, heads, c, h, w = draw(module_input(st.integers(1, 6)))
+    seed, (bias, norm_bias) = draw(seeds), _flags(draw)
+    dim, ratio = draw(st.integers(1, 16)), draw(st.sampled_from([0.9, 0.5]))
+    params = perturbed_state(DGPB(c, heads, 2.66, bias, norm_bias, dim, "faithful", ratio), seed)
+    cfg = dict(shape=(b, c, h, w), heads=heads, bias=bias, with_bias_norm=norm_bias, prompt_dim=dim,
+               keep_ratio=ratio, seed=seed)
+    return Case(cfg, (values(seed, (b, c, h, w)), draw(prompts(b, dim, seed + 7)), params, heads, ratio))
+
+
+@st.composite
+def transformer_block_cases(draw):
+    b, heads, c, h, w = draw(module_input())
+    seed, (bias, norm_bias) = draw(seeds), _flags(draw)
+    params = perturbed_state(TransformerBlock(c, heads, 2.66, bias, norm_bias), seed)
+    cfg = dict(shape=(b, c, h, w), heads=heads, bias=bias, with_bias_norm=norm_bias, seed=seed)
+    return Case(cfg, (values(seed, (b, c, h, w)), params, heads))
+
+
+@st.composite
+def down_cases(draw):
+    b, c, seed = draw(batch), 2 * draw(st.integers(1, 3)), draw(seeds)
+    h, w = 2 * draw(st.integers(1, 3)), 2 * draw(st.integers(1, 3))
+    return Case(dict(shape=(b, c, h, w), seed=seed), (values(seed, (b, c, h, w)), perturbed_state(Downsample(c), seed)))
+
+
+@st.composite
+def up_cases(draw):
+    b, c, h, w, seed = draw(batch), 2 * draw(st.integers(1, 3)), draw(side), draw(side), draw(seeds)
+    return Case(dict(shape=(b, c, h, w), seed=seed), (values(seed, (b, c, h, w)), perturbed_state(Upsample(c), seed)))
+
+
+@st.composite
+def pad_cases(draw):
+    b, c, seed = draw(batch), draw(st.integers(1, 3)), draw(seeds)
+    h, w, m = draw(st.integers(1, 17)), draw(st.integers(1, 17)), draw(st.sampled_from([8, 2, 3, 16]))
+    return Case(dict(shape=(b, c, h, w), multiple=m, seed=seed), (values(seed, (b, c, h, w)), m))
+
+
+@st.composite
+def model_configs(draw) -> dfpir.DFPIRConfig:
+    """A whole small DFPIR configuration, consistent by construction."""
+    heads1 = draw(st.integers(1, 2))
+    dim = heads1 * 2 * draw(st.integers(1, 2))  # even, divisible by heads[0]
+    heads = [heads1]
+    for level in (2, 3, 4):
+        width = dim * 2 ** (level - 1)
+        heads.append(draw(st.sampled_from([h for h in (1, 2, 4, 8) if width % h == 0])))
+    return dfpir.DFPIRConfig(
+        dim=dim,
+        num_blocks=tuple(draw(st.lists(st.integers(0, 1), min_size=4, max_size=4))),
+        num_refinement_blocks=draw(st.integers(0, 1)),
+        heads=tuple(heads),
+        ffn_expansion_factor=draw(st.sampled_from([2.66, 1.5])),
+        bias=draw(st.booleans()),
+        layernorm_type=draw(st.sampled_from(["WithBias", "BiasFree"])),
+        use_dgpb=draw(st.booleans()) or draw(st.booleans()),  # mostly with DGPBs
+        keep_ratio=draw(st.sampled_from([0.9, 0.5])),
+        prompt_dim=draw(st.sampled_from([8, 16])),
+    )
+
+
+@st.composite
+def forward_cases(draw, max_side=13):
+    cfg = draw(model_configs())
+    b, h, w, seed = draw(batch), draw(st.integers(1, max_side)), draw(st.integers(1, max_side)), draw(seeds)
+    params = perturbed_state(dfpir.DFPIR(cfg), seed, scale=0.1)
+    image = np.random.default_rng(seed).random((b, 3, h, w)).astype(np.float32).astype(np.float64)
+    prompt = draw(prompts(b, cfg.prompt_dim, seed + 3))
+    config = dataclasses.asdict(cfg)
+    return Case(dict(config=cfg.to_dict(), image=image.shape, seed=seed), (params, image, prompt, config))
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+
+R = reference
+REGISTRY: list[OpRow] = [
+    OpRow("layer_norm", R.layer_norm, t_layer_norm, layer_norm_cases(), False,
+          "default policy", loop=R.layer_norm_loop, gradcheck=True, grad_args=(0, 1)),
+    OpRow("conv2d", R.conv2d, torch_conv2d, conv_cases(), False,
+          "default policy", loop=R.conv2d_loop, gradcheck=True, grad_args=(0, 1)),
+    OpRow("pixel_unshuffle", R.pixel_unshuffle, F.pixel_unshuffle, unshuffle_cases(), True,
+          "index permutation: exact"),
+    OpRow("pixel_shuffle", R.pixel_shuffle, F.pixel_shuffle, shuffle_cases(), True,
+          "index permutation: exact"),
+    OpRow("gelu", R.gelu, F.gelu, elementwise_cases(), False,
+          "default policy (math.erf vs torch's erf)", gradcheck=True),
+    OpRow("split_heads", R.split_heads, t_attn.split_heads, split_heads_cases(), True, "reshape: exact"),
+    OpRow("merge_heads", R.merge_heads, t_attn.merge_heads, merge_heads_cases(), True, "reshape: exact"),
+    OpRow("l2_normalize", R.l2_normalize, torch_l2_normalize, elementwise_cases(), False,
+          "default policy; integer inputs include all-zero rows (the eps branch)", gradcheck=True,
+          grad_ok=lambda case: bool((np.linalg.norm(case.args[0], axis=-1) > 1e-3).all())),  # max(norm, eps) kink
+    OpRow("softmax", R.softmax, lambda x: x.softmax(-1), elementwise_cases(), False,
+          "default policy", gradcheck=True),
+    OpRow("channel_logits", R.channel_logits, t_attn.channel_logits, qkv_cases(n_inputs=2), False,
+          "default policy", gradcheck=True, grad_args=(0, 1, 2)),
+    OpRow("transposed_attention", R.transposed_attention, t_attn.transposed_attention, qkv_cases(), False,
+          "default policy", loop=R.transposed_attention_loop, gradcheck=True, grad_args=(0, 1, 2, 3)),
+    OpRow("mdta", R.mdta, torch_mdta, mdta_cases(), False, "default policy", gradcheck=True),
+    OpRow("hidden_width", R.hidden_width, t_hidden_width,
+          st.builds(lambda c, f: Case(dict(c=c, factor=f), (c, f)), st.integers(1, 800),
+                    st.sampled_from([2.66, 1.0, 0.5, 4.0, 2.0 / 3.0])), True, "integer: exact"),
+    OpRow("gdfn", R.gdfn, torch_gdfn, gdfn_cases(), False, "default policy", gradcheck=True),
+    OpRow("dgm", R.dgm, torch_dgm, dgm_cases(), False,
+          "float32: sums of up to 16 products of O(1) terms, within the default policy"),
+    OpRow("channel_order", R.channel_order, t_perturb.channel_order, order_cases(), True,
+          "integer order: exact, tie rule included", loop=R.channel_order_loop),
+    OpRow("channel_perturbation", R.channel_perturbation, t_perturb.channel_perturbation, gather_cases(), True,
+          "gather: exact"),
+    OpRow("inverse_order", R.inverse_order, t_perturb.inverse_order, inverse_cases(), True, "scatter: exact"),
+    OpRow("perturb", R.perturb, torch_perturb, perturb_cases(), False, "default policy", decisions=True),
+    OpRow("kept_per_row", R.kept_per_row, t_masked.kept_per_row, kept_cases(), True, "integer: exact"),
+    OpRow("topk_mask", R.topk_mask, t_masked.topk_mask, logits_cases(), True,
+          "boolean mask: exact, tie rule included", loop=R.topk_mask_loop),
+    OpRow("masked_softmax", R.masked_softmax, t_masked.masked_softmax, logits_cases(), False,
+          "default policy; masked entries are exactly 0 on both sides", gradcheck=True),
+    OpRow("masked_attention", R.masked_attention, torch_masked_attention, qkv_cases(with_kept=True), False,
+          "default policy", loop=R.masked_attention_loop, decisions=True, gradcheck=True, grad_args=(0, 1, 2, 3)),
+    OpRow("masked_cross_attention", R.masked_cross_attention, torch_masked_cross_attention,
+          masked_cross_attention_cases(), False, "default policy", decisions=True, gradcheck=True, grad_args=(0, 1)),
+    OpRow("dgpb", R.dgpb, torch_dgpb, dgpb_cases(), False, "default policy", decisions=True, gradcheck=True,
+          cost=2),
+    OpRow("transformer_block", R.transformer_block, torch_transformer_block, transformer_block_cases(), False,
+          "default policy", gradcheck=True),
+    OpRow("downsample", R.downsample, torch_downsample, down_cases(), False, "default policy", gradcheck=True),
+    OpRow("upsample", R.upsample, torch_upsample, up_cases(), False, "default policy", gradcheck=True),
+    OpRow("pad_to_multiple", R.pad_to_multiple, t_net.pad_to_multiple, pad_cases(), True, "copies values: exact"),
+    OpRow("dfpir_forward", R.dfpir_forward, torch_dfpir_forward, forward_cases(), False,
+          "float32: a whole U-net of tens of layers: 10x the default; ill-conditioned examples set aside",
+          decisions=True, f32_factor=10.0, cost=3),
+]
+ROWS = {row.name: row for row in REGISTRY}
