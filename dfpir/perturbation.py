@@ -93,18 +93,26 @@ class ChannelPerturbation(nn.Module):
         if guidance == "faithful":
             self.dgm.requires_grad_(False)
 
+    def scores(self, prompt: torch.Tensor) -> torch.Tensor:
+        """(B, prompt_dim) -> (B, 2C) DGM scores, always in full precision.
+
+        The order is discrete, so a bf16/fp16 autocast would change the permutation itself, not
+        just round the output; the DGM therefore runs outside autocast.
+        """
+        with torch.autocast(prompt.device.type, enabled=False):
+            return self.dgm(prompt.to(self.dgm.linear1.weight.dtype))
+
     def order(self, prompt: torch.Tensor) -> torch.Tensor:
         """(B, prompt_dim) -> (B, 2C) channel order."""
         with torch.no_grad():
-            return channel_order(self.dgm(prompt))
+            return channel_order(self.scores(prompt))
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         if self.guidance == "faithful":
-            with torch.no_grad():
-                order = channel_order(self.dgm(prompt))  # (B, 2C)
+            order = self.order(prompt)  # (B, 2C)
             shuffled = channel_perturbation(self.expand(x), order)  # (B, 2C, H, W)
         else:
-            scores = self.dgm(prompt)
+            scores = self.scores(prompt)
             order = channel_order(scores.detach())
             sorted_scores = torch.gather(scores, 1, order)  # (B, 2C)
             gate = (sorted_scores - sorted_scores.detach()) + 1  # exactly 1.0 forward: x - x == 0

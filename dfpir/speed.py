@@ -1,0 +1,87 @@
+"""Execution variants of the same network, for speed, and the original code's layout as a baseline.
+
+Every variant computes the same function as the plain model (tests compare them):
+
+- ``plain``: the model as written (channels-first, eval mode, ``torch.no_grad``);
+- ``fast``: channels-last memory format and ``torch.inference_mode`` (the default of
+  ``python -m dfpir.restore``);
+- ``compile``: ``fast`` plus ``torch.compile``;
+- ``bf16``: ``fast`` under bfloat16 autocast (not bit-exact: about 2-3 significant digits);
+- ``original``: the original code's layout, kept only as the benchmark baseline: LayerNorm
+  through (B, HW, C) permutes and back, and the top-k mask built from zeros, ``scatter`` and
+  ``where``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+
+from . import layernorm, masked_attention
+from .network import DFPIR
+
+VARIANTS = ("original", "plain", "fast", "compile", "bf16")
+
+
+def layer_norm_original_layout(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """LayerNorm as the original computes it: (B, C, H, W) -> (B, HW, C), normalise, and back."""
+    b, c, h, w = x.shape
+    t = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+    var = t.var(-1, keepdim=True, unbiased=False)
+    if bias is None:
+        t = t / torch.sqrt(var + layernorm.EPS) * weight
+    else:
+        t = (t - t.mean(-1, keepdim=True)) / torch.sqrt(var + layernorm.EPS) * weight + bias
+    return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+def masked_softmax_original_layout(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k mask as the original builds it: zeros, scatter of ``topk`` indices, ``where``.
+
+    Same result as :func:`dfpir.masked_attention.masked_softmax` whenever the row has no tie at
+    the k-th value (``torch.topk`` does not define which tied entry it returns).
+    """
+    mask = torch.zeros_like(logits)
+    mask.scatter_(-1, logits.topk(k, dim=-1).indices, 1.0)
+    return torch.where(mask > 0, logits, torch.full_like(logits, float("-inf"))).softmax(dim=-1)
+
+
+@contextlib.contextmanager
+def original_layout() -> Iterator[None]:
+    """Within this context every DFPIR module computes with the original code's layout."""
+    saved = layernorm.layer_norm, masked_attention.masked_softmax
+    layernorm.layer_norm = layer_norm_original_layout
+    masked_attention.masked_softmax = masked_softmax_original_layout
+    try:
+        yield
+    finally:
+        layernorm.layer_norm, masked_attention.masked_softmax = saved
+
+
+def prepare(model: DFPIR, variant: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A callable ``f(image, prompt)`` running ``model`` in ``variant`` (see :data:`VARIANTS`).
+
+    ``fast``, ``compile`` and ``bf16`` convert ``model`` to channels-last in place.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    model.eval()
+    if variant in ("plain", "original"):
+        def run(image: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+            ctx = original_layout() if variant == "original" else contextlib.nullcontext()
+            with torch.no_grad(), ctx:
+                return model(image, prompt)
+
+        return run
+    model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model, dynamic=False) if variant == "compile" else model
+
+    def run_fast(image: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        image = image.contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast(image.device.type, dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
+        with torch.inference_mode(), amp:
+            return forward(image, prompt).float().contiguous()
+
+    return run_fast
