@@ -167,3 +167,22 @@ def test_cuda_fast_paths_against_reference(fast_path):
             out = model(x, p)
     err = float(np.abs(out.float().cpu().numpy() - ref).max())
     assert err <= tol, f"{fast_path}: max abs err {err:.3e} > {tol}"
+
+
+@subset
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), seeds, st.sampled_from(["normal", "integers"]))
+def test_loop_twins_match_vectorised(heads, c, h, w, seed, kind):
+    """The loop kernels (pure Python under NUMBA_DISABLE_JIT=1) against the vectorised versions."""
+    x = values(seed, (1, heads * c, h, w), kind)
+    wd, w3 = values(seed + 1, (heads * c, 1, 3, 3)), values(seed + 2, (2, heads * c, 3, 3))
+    close = dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(reference.conv2d_loop(x, wd, groups=heads * c), reference.conv2d(x, wd, groups=heads * c), **close)
+    np.testing.assert_allclose(reference.conv2d_loop(x, w3), reference.conv2d(x, w3), **close)
+    np.testing.assert_allclose(reference.layer_norm_loop(x, x[0, :, 0, 0], None), reference.layer_norm(x, x[0, :, 0, 0], None), **close)
+    q, k, v = (values(seed + i, (1, heads, c, h * w)) for i in range(3))
+    t = np.ones((heads, 1, 1))
+    np.testing.assert_allclose(reference.transposed_attention_loop(q, k, v, t), reference.transposed_attention(q, k, v, t), **close)
+    logits = values(seed, (heads, c, c), kind)
+    kept = reference.kept_per_row(c)
+    assert np.array_equal(reference.topk_mask_loop(logits, kept), reference.topk_mask(logits, kept))
+    assert np.array_equal(reference.channel_order_loop(logits[0]), reference.channel_order(logits[0]))
