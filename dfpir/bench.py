@@ -1,0 +1,169 @@
+"""Benchmarks: ``python -m dfpir.bench [forward|train|compare|restore|reference] [options]``.
+
+- ``forward``: latency and throughput of one forward pass per preset, size and batch;
+- ``train``: time of one training step (forward, L1 loss, backward, Adam);
+- ``compare``: execution variants of :mod:`dfpir.speed` side by side in one process,
+  alternating variant by variant for several rounds (these machines are noisy), with medians and
+  ratios to the first variant;
+- ``restore``: tiled restoration of 1, 4 and 16 megapixels (delegates to ``dfpir.bench_restore``);
+- ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench_reference``).
+
+Every run prints a text table and, with ``--json FILE``, writes the numbers with the machine's
+description. Nothing here is asserted by a test: speed is reported, not checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import get_config
+from .network import DFPIR
+from .speed import VARIANTS, prepare
+
+
+def machine() -> dict[str, str | int]:
+    """What the numbers were measured on."""
+    info: dict[str, str | int] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def inputs(model: DFPIR, batch: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 3, size, size, generator=g).to(device)
+    return image, model.embed_prompts("noise25", batch).to(device)
+
+
+def bench_forward(presets: list[str], sizes: list[int], batches: list[int], variant: str, repeats: int, device: torch.device) -> list[dict]:
+    rows = []
+    for preset in presets:
+        torch.manual_seed(0)
+        model = DFPIR(get_config(preset)).to(device)
+        run = prepare(model, variant)
+        for size in sizes:
+            for batch in batches:
+                image, prompt = inputs(model, batch, size, device)
+                timed(lambda: run(image, prompt), device)  # warm-up (and compilation)
+                times = [timed(lambda: run(image, prompt), device) for _ in range(repeats)]
+                med = statistics.median(times)
+                rows.append(dict(preset=preset, size=size, batch=batch, variant=variant, median_s=med,
+                                 images_per_s=batch / med, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+                print(f"{preset:<10}{size:>6}{batch:>6}  {variant:<9}{med * 1000:>11.1f} ms{batch / med:>10.2f} img/s", flush=True)
+    return rows
+
+
+def bench_train(presets: list[str], size: int, batch: int, repeats: int, device: torch.device) -> list[dict]:
+    rows = []
+    for preset in presets:
+        torch.manual_seed(0)
+        model = DFPIR(get_config(preset)).to(device).train()
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        image, prompt = inputs(model, batch, size, device)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.l1_loss(model(image, prompt), image).backward()
+            opt.step()
+
+        timed(step, device)
+        med = statistics.median(timed(step, device) for _ in range(repeats))
+        rows.append(dict(preset=preset, size=size, batch=batch, step_s=med, steps_per_s=1 / med, images_per_s=batch / med))
+        print(f"{preset:<10} patch {size} batch {batch}: {med:.3f} s/step, {1 / med:.2f} steps/s, {batch / med:.1f} img/s", flush=True)
+    return rows
+
+
+def bench_compare(preset: str, size: int, batch: int, variants: list[str], rounds: int, device: torch.device) -> list[dict]:
+    """Alternate the variants round by round, so a slow spell of the machine hits them all."""
+    runs, times = {}, {v: [] for v in variants}
+    for v in variants:
+        torch.manual_seed(0)
+        model = DFPIR(get_config(preset)).to(device)
+        runs[v] = prepare(model, v)
+        image, prompt = inputs(model, batch, size, device)
+        timed(lambda: runs[v](image, prompt), device)  # warm-up (and compilation)
+    reference_out = None
+    for _ in range(rounds):
+        for v in variants:
+            times[v].append(timed(lambda: runs[v](image, prompt), device))
+    for v in variants:
+        out = runs[v](image, prompt)
+        if reference_out is None:
+            reference_out = out
+        times[v] = [statistics.median(times[v]), float((out - reference_out).abs().max())]
+    base = times[variants[0]][0]
+    rows = []
+    print(f"{preset} {size}x{size} batch {batch}, {rounds} alternating rounds, median:")
+    for v in variants:
+        med, diff = times[v]
+        rows.append(dict(preset=preset, size=size, batch=batch, variant=v, median_s=med, speedup=base / med, max_abs_diff=diff))
+        print(f"  {v:<9}{med:>9.3f} s   x{base / med:>5.2f}   max |diff| to {variants[0]}: {diff:.2e}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "restore", "reference"])
+    p.add_argument("--presets", nargs="+", default=["tiny", "small", "paper"])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--variant", default="fast", choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=["original", "plain", "fast"], help="for compare")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--json", type=Path, help="also write the numbers here")
+    args, rest = p.parse_known_args(argv)
+    if args.suite == "restore":
+        from .bench_restore import main as restore_main
+
+        return restore_main(rest)
+    if args.suite == "reference":
+        from .bench_reference import main as reference_main
+
+        reference_main()
+        return 0
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.suite == "forward":
+        rows = bench_forward(args.presets, args.sizes, args.batches, args.variant, args.repeats, device)
+    elif args.suite == "train":
+        rows = bench_train(args.presets, args.sizes[0], args.batches[-1], args.repeats, device)
+    else:
+        rows = bench_compare(args.presets[-1], args.sizes[0], args.batches[0], args.variants, args.repeats, device)
+    if args.json:
+        args.json.write_text(json.dumps({"suite": args.suite, "machine": machine(), "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
