@@ -309,7 +309,9 @@ def _channels(image: Image, suffix: str) -> np.ndarray:
 def _quantise(values: np.ndarray, depth: int) -> np.ndarray:
     top = 255 if depth == 8 else 65535
     dtype = np.uint8 if depth == 8 else np.uint16
-    return np.round(np.clip(values, 0.0, 1.0) * top).astype(dtype)
+    scaled = np.clip(values, 0.0, 1.0)  # one float copy; the rest in place (large images)
+    scaled *= top
+    return np.round(scaled, out=scaled).astype(dtype)
 
 
 def _write_pillow(tmp: str, samples: np.ndarray, fmt: str) -> None:

@@ -195,4 +195,6 @@ class Restorer:
         """
         x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
         out, plan = restore_image(self.model, x, prompt.embedding, self.tile, self.budget, progress=progress)
-        return out[0].clamp(0, 1).permute(1, 2, 0).numpy(), plan
+        with torch.inference_mode():  # the output is an inference tensor: clip it in place
+            out.clamp_(0, 1)
+        return out[0].permute(1, 2, 0).numpy(), plan

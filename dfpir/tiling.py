@@ -149,7 +149,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int | None = None) -
         Minimum overlap; :func:`default_overlap` when omitted.
     """
     tile = max(2 * MULTIPLE, tile // MULTIPLE * MULTIPLE)
-    overlap = default_overlap(tile) if overlap is None else min(overlap, tile // 2)
+    overlap = min(default_overlap(tile) if overlap is None else overlap, tile // 2)
     return TilePlan(tile, overlap, tile_starts(height, tile, overlap), tile_starts(width, tile, overlap))
 
 
@@ -202,6 +202,7 @@ def restore_tiled(
     prompt: torch.Tensor,
     plan: TilePlan,
     progress: Callable[[int, int], None] | None = None,
+    max_tiles: int | None = None,
 ) -> torch.Tensor:
     """The model tile by tile, blended with raised-cosine weights (see the module docstring).
 
@@ -217,6 +218,8 @@ def restore_tiled(
         From :func:`plan_tiles`.
     progress : callable, optional
         Called as ``progress(done, total)`` after each tile.
+    max_tiles : int, optional
+        Stop after this many tiles (benchmarks only: the rest of the output is left at 0).
     """
     _, _, h, w = image.shape
     total = torch.zeros(3, h, w)
@@ -234,7 +237,9 @@ def restore_tiled(
             done += 1
             if progress is not None:
                 progress(done, plan.count)
-    return (total / weight)[None]
+            if max_tiles is not None and done >= max_tiles:
+                return total.div_(weight.clamp_min(1e-8))[None]
+    return total.div_(weight)[None]  # in place: no second full-size buffer
 
 
 def restore_image(

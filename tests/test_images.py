@@ -1,0 +1,225 @@
+"""Image files of every kind the restore tool accepts: read them right, write them back the same."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import png
+import pytest
+import tifffile
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+from dfpir.errors import UserError
+from dfpir.images import Image, read_image, write_image
+
+RNG = np.random.default_rng(0)
+H, W = 9, 13  # odd sizes, non-square, so a transposition shows
+
+
+def u8(*shape: int) -> np.ndarray:
+    return RNG.integers(0, 256, (H, W, *shape), dtype=np.uint8)
+
+
+def u16(*shape: int) -> np.ndarray:
+    return RNG.integers(0, 65536, (H, W, *shape), dtype=np.uint16)
+
+
+def save_pillow(path: Path, arr: np.ndarray, **options) -> Path:
+    PILImage.fromarray(arr).save(path, **options)
+    return path
+
+
+def save_png16(path: Path, arr: np.ndarray) -> Path:
+    c = 1 if arr.ndim == 2 else arr.shape[-1]
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
+    png.from_array(arr.reshape(H, W * c), f"{mode};16").save(str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- every input kind
+
+
+def test_gray_png_is_gray_8bit(tmp_path):
+    g = u8()
+    img = read_image(save_pillow(tmp_path / "g.png", g))
+    assert (img.bit_depth, img.was_gray, img.alpha) == (8, True, None)
+    assert img.rgb.shape == (H, W, 3) and img.rgb.dtype == np.float32
+    np.testing.assert_array_equal(img.rgb[..., 1], g / np.float32(255))
+
+
+def test_rgb_and_rgba_png(tmp_path):
+    rgb, rgba = u8(3), u8(4)
+    a = read_image(save_pillow(tmp_path / "rgb.png", rgb))
+    b = read_image(save_pillow(tmp_path / "rgba.png", rgba))
+    assert (a.bit_depth, a.was_gray, a.alpha) == (8, False, None)
+    np.testing.assert_array_equal(np.round(a.rgb * 255), rgb)
+    np.testing.assert_array_equal(np.round(b.alpha * 255), rgba[..., 3])
+    np.testing.assert_array_equal(np.round(b.rgb * 255), rgba[..., :3])
+
+
+def test_gray_alpha_png(tmp_path):
+    la = u8(2)
+    img = read_image(save_pillow(tmp_path / "la.png", la, format="PNG"))
+    assert img.was_gray and img.alpha is not None
+    np.testing.assert_array_equal(np.round(img.alpha * 255), la[..., 1])
+
+
+def test_pillow_reduces_16bit_rgb_png_so_we_do_not_use_it(tmp_path):
+    """The reason for pypng: Pillow (13) reads a 16-bit RGB PNG as 8 bits; read_image keeps 16."""
+    arr = u16(3)
+    path = save_png16(tmp_path / "rgb16.png", arr)
+    assert np.asarray(PILImage.open(path)).dtype == np.uint8  # the problem
+    img = read_image(path)
+    assert img.bit_depth == 16 and not img.was_gray
+    np.testing.assert_array_equal(np.round(img.rgb.astype(np.float64) * 65535), arr)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_16bit_png_gray_gray_alpha_rgba(tmp_path, channels):
+    arr = u16() if channels == 1 else u16(channels)
+    img = read_image(save_png16(tmp_path / "x.png", arr))
+    assert img.bit_depth == 16 and img.was_gray == (channels <= 2) and (img.alpha is not None) == (channels in (2, 4))
+    np.testing.assert_array_equal(np.round(img.rgb[..., 0].astype(np.float64) * 65535), arr if channels == 1 else arr[..., 0])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_tiff(tmp_path, channels):
+    arr = u16() if channels == 1 else u16(channels)
+    extras = ["unassalpha"] if channels == 4 else None
+    tifffile.imwrite(tmp_path / "x.tif", arr, photometric="minisblack" if channels == 1 else "rgb", extrasamples=extras)
+    img = read_image(tmp_path / "x.tif")
+    assert img.bit_depth == 16 and img.was_gray == (channels == 1) and (img.alpha is not None) == (channels == 4)
+    colour = arr if channels == 1 else arr[..., 0]
+    np.testing.assert_array_equal(np.round(img.rgb[..., 0].astype(np.float64) * 65535), colour)
+
+
+def test_8bit_tiff_bmp_webp(tmp_path):
+    rgb = u8(3)
+    for name, options in [("x.tif", {}), ("x.bmp", {}), ("x.webp", {"lossless": True})]:
+        img = read_image(save_pillow(tmp_path / name, rgb, **options))
+        assert img.bit_depth == 8, name
+        np.testing.assert_array_equal(np.round(img.rgb * 255), rgb, err_msg=name)
+
+
+def test_webp_with_alpha(tmp_path):
+    rgba = u8(4)
+    rgba[..., 3] = np.maximum(rgba[..., 3], 1)  # lossless WebP may drop colour under alpha 0
+    img = read_image(save_pillow(tmp_path / "x.webp", rgba, lossless=True, exact=True))
+    np.testing.assert_array_equal(np.round(img.alpha * 255), rgba[..., 3])
+
+
+def test_palette_png_with_and_without_transparency(tmp_path):
+    rgb = PILImage.fromarray(u8(3)).convert("P", palette=PILImage.Palette.ADAPTIVE, colors=16)
+    rgb.save(tmp_path / "p.png")
+    img = read_image(tmp_path / "p.png")
+    assert img.alpha is None and not img.was_gray
+    np.testing.assert_array_equal(np.round(img.rgb * 255), np.asarray(rgb.convert("RGB")))
+    rgb.info["transparency"] = 0
+    rgb.save(tmp_path / "pt.png", transparency=0)
+    assert read_image(tmp_path / "pt.png").alpha is not None
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow(tmp_path, orientation):
+    arr = u8(3)
+    im = PILImage.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "o.png", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(PILImage.open(tmp_path / "o.png")).convert("RGB"))
+    got = read_image(tmp_path / "o.png").rgb
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(np.round(got * 255), expected)
+
+
+def test_jpeg_with_exif_rotation_is_upright(tmp_path):
+    im = PILImage.fromarray(u8(3))
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored rotated: display turns it 90 degrees clockwise
+    im.save(tmp_path / "o.jpg", exif=exif.tobytes(), quality=95)
+    img = read_image(tmp_path / "o.jpg")
+    assert img.rgb.shape == (W, H, 3) and img.bit_depth == 8
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+@pytest.mark.parametrize("kind", ["truncated_png", "truncated_jpeg", "text", "empty", "missing", "folder"])
+def test_bad_files_raise_one_line_user_error_naming_the_file(tmp_path, kind):
+    path = tmp_path / f"bad_{kind}.png"
+    if kind == "truncated_png":
+        save_pillow(tmp_path / "ok.png", u8(3))
+        path.write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    elif kind == "truncated_jpeg":
+        path = tmp_path / "bad.jpg"
+        PILImage.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, quality=90)
+        path.write_bytes(path.read_bytes()[:400])
+    elif kind == "text":
+        path.write_text("not an image\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "folder":
+        path.mkdir()
+    with pytest.raises(UserError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize(
+    "name, depth, gray, alpha",
+    [("a.png", 8, False, False), ("a.png", 8, True, False), ("a.png", 8, False, True), ("a.png", 16, False, False),
+     ("a.png", 16, True, True), ("a.png", 16, False, True), ("a.tif", 16, False, True), ("a.tif", 16, True, False),
+     ("a.tif", 8, False, False), ("a.bmp", 8, False, False), ("a.bmp", 8, True, False), ("a.webp", 8, False, True)],
+)
+def test_write_then_read_keeps_depth_alpha_and_gray(tmp_path, name, depth, gray, alpha):
+    top = 255 if depth == 8 else 65535
+    rgb = RNG.integers(0, top + 1, (H, W, 1 if gray else 3)).astype(np.float32) / top
+    rgb = rgb.repeat(3, axis=-1) if gray else rgb
+    a = RNG.integers(1, top + 1, (H, W)).astype(np.float32) / top if alpha else None
+    write_image(tmp_path / name, Image(rgb, a, depth, gray))
+    back = read_image(tmp_path / name)
+    assert (back.bit_depth, back.was_gray, back.alpha is not None) == (depth, gray, alpha)
+    np.testing.assert_allclose(back.rgb, rgb, atol=0.5 / top)
+    if alpha:
+        np.testing.assert_allclose(back.alpha, a, atol=0.5 / top)
+
+
+def test_write_jpeg_is_close(tmp_path):
+    rgb = np.full((H, W, 3), 0.5, np.float32)
+    write_image(tmp_path / "a.jpg", rgb)
+    np.testing.assert_allclose(read_image(tmp_path / "a.jpg").rgb, rgb, atol=2 / 255)
+
+
+@pytest.mark.parametrize("name, depth, alpha", [("a.jpg", 8, True), ("a.bmp", 16, False), ("a.gif", 8, False)])
+def test_formats_that_cannot_hold_the_image_refuse_before_writing(tmp_path, name, depth, alpha):
+    img = Image(np.zeros((H, W, 3), np.float32), np.ones((H, W), np.float32) if alpha else None, depth)
+    with pytest.raises(ValueError, match=name):
+        write_image(tmp_path / name, img)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    import dfpir.images as images
+
+    def broken(tmp, samples, fmt):
+        Path(tmp).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(images, "_write_pillow", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_image(tmp_path / "a.png", np.zeros((H, W, 3)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    write_image(tmp_path / "a.png", np.zeros((H, W, 3)))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~umask
