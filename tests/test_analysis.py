@@ -1,0 +1,192 @@
+"""dfpir.analysis: interference matrices, ablations, order and attention helpers, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dfpir import analysis
+
+DEGRADATIONS = ["noise25", "rain", "haze"]
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.set_num_threads(1)
+    return analysis.build_model("tiny", seed=0, dim=8)
+
+
+@pytest.fixture(scope="module")
+def batches():
+    return analysis.task_batches(DEGRADATIONS, batch=2, patch=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(small_model, batches):
+    return analysis.measure_interference(small_model, batches)
+
+
+def test_cosine_matrices_are_symmetric_with_unit_diagonal(result):
+    for cos in [result.cosine] + [layer["cosine"] for layer in result.layers.values()]:
+        assert cos.shape == (3, 3)
+        assert np.array_equal(cos, cos.T)
+        assert np.array_equal(np.diag(cos), np.ones(3))
+        assert np.all((cos >= -1) & (cos <= 1))
+
+
+def test_conflict_fraction_matches_the_matrix(result):
+    for cos, frac in [(result.cosine, result.conflict_fraction)] + [
+        (layer["cosine"], layer["conflict_fraction"]) for layer in result.layers.values()
+    ]:
+        pairs = [cos[0, 1], cos[0, 2], cos[1, 2]]
+        assert frac == sum(c < 0 for c in pairs) / 3
+
+
+def test_layers_cover_the_trainable_parameters_and_the_overall_matrix(small_model, result):
+    trainable = {n.split(".")[0] for n, p in small_model.named_parameters() if p.requires_grad}
+    assert set(result.layers) == trainable
+    assert sum(v["parameters"] for v in result.layers.values()) == small_model.num_parameters(trainable_only=True)
+    # the overall Gram matrix is the sum of the per-layer ones
+    norms2 = sum(np.asarray(v["grad_norms"]) ** 2 for v in result.layers.values())
+    np.testing.assert_allclose(np.asarray(result.grad_norms) ** 2, norms2, rtol=1e-10)
+
+
+def test_cosine_matches_a_direct_computation(small_model, batches):
+    grads, _ = analysis.task_gradients(small_model, batches)
+    flat = [torch.cat(list(g.values())) for g in grads.values()]
+    direct = torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0).item()
+    res = analysis.interference_from_gradients(grads)
+    assert res.cosine[0, 1] == pytest.approx(direct, abs=1e-9)
+    np.testing.assert_allclose(analysis.cosine_matrix(flat), res.cosine, atol=1e-12)
+
+
+def test_two_identical_tasks_have_cosine_one():
+    # Without DGPBs the prompt plays no part: the same batch under two names is the same task.
+    model = analysis.build_model("restormer", seed=0, dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+    x, y = analysis.task_batches(["noise25"], batch=2, patch=32)["noise25"]
+    res = analysis.measure_interference(model, {"noise25": (x, y), "rain": (x, y)})
+    assert res.cosine[0, 1] == pytest.approx(1.0, abs=1e-12)
+    assert res.conflict_fraction == 0.0
+
+
+def test_no_shuffle_makes_the_model_prompt_free(small_model):
+    ablated = analysis.ablate(small_model, "no_shuffle")
+    orders = analysis.channel_orders(ablated, DEGRADATIONS)
+    for level, o in orders.items():
+        assert np.array_equal(o, np.broadcast_to(np.arange(o.shape[1]), o.shape)), level
+    x, y = analysis.task_batches(["noise25"], batch=2, patch=32)["noise25"]
+    res = analysis.measure_interference(ablated, {"noise25": (x, y), "rain": (x, y)})
+    assert res.cosine[0, 1] == pytest.approx(1.0, abs=1e-12)
+    # the original model is untouched
+    assert not np.array_equal(analysis.channel_orders(small_model, ["rain"])[1], orders[1][1:])
+
+
+def test_ablations_change_only_their_switch(small_model):
+    base = small_model.state_dict()
+    no_dgpb = analysis.ablate(small_model, "no_dgpb")
+    assert not no_dgpb.config.use_dgpb and not any(k.startswith("dgpb") for k in no_dgpb.state_dict())
+    assert all(torch.equal(v, base[k]) for k, v in no_dgpb.state_dict().items())
+    no_mask = analysis.ablate(small_model, "no_mask")
+    assert no_mask.dgpb1.attn.k == small_model.config.dim // small_model.config.heads[0]
+    learnable = analysis.ablate(small_model, "learnable")
+    assert learnable.dgpb1.perturb.dgm.linear1.weight.requires_grad
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(learnable.restore(x, "rain"), small_model.restore(x, "rain"))
+    with pytest.raises(ValueError, match="unknown ablation"):
+        analysis.ablate(small_model, "no_prompts")
+    with pytest.raises(ValueError, match="needs a model with DGPBs"):
+        analysis.ablate(no_dgpb, "no_mask")
+
+
+def test_conflicts_and_nan_handling():
+    cos = analysis.cosine_matrix([np.array([1.0, 0]), np.array([-1.0, 0.1]), np.zeros(2)])
+    assert cos[0, 1] < 0 and np.isnan(cos[0, 2]) and np.isnan(cos[2, 2])
+    assert analysis.conflict_fraction(cos) == 1.0  # the only finite pair conflicts
+    assert np.isnan(analysis.conflict_fraction(np.ones((1, 1))))
+
+
+def test_rank_correlation():
+    rng = np.random.default_rng(0)
+    a = rng.permutation(50)
+    assert analysis.rank_correlation(a, a) == pytest.approx(1.0)
+    assert analysis.rank_correlation(a, a[::-1]) == pytest.approx(-1.0)
+    b = rng.permutation(50)
+    ra, rb = np.argsort(a), np.argsort(b)  # position of each channel
+    d = ra - rb
+    assert analysis.rank_correlation(a, b) == pytest.approx(1 - 6 * (d * d).sum() / (50 * (50**2 - 1)))
+    sim = analysis.order_similarity(np.stack([a, b, a]))
+    assert np.array_equal(sim, sim.T) and sim[0, 2] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="permutations"):
+        analysis.rank_correlation(np.array([0, 0, 1]), np.array([0, 1, 2]))
+
+
+def test_channel_orders_and_attention_map(small_model):
+    orders = analysis.channel_orders(small_model, DEGRADATIONS)
+    for level, o in orders.items():
+        assert o.shape == (3, 2 * small_model.config.width(level))
+        assert all(np.array_equal(np.sort(row), np.arange(o.shape[1])) for row in o)
+    attn = analysis.attention_map(small_model, torch.rand(1, 3, 24, 24), "rain", level=2)
+    c = small_model.config.width(2) // small_model.config.heads[1]
+    assert attn.shape == (1, small_model.config.heads[1], c, c)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:-1]))
+    assert ((attn == 0).sum(-1) == c - small_model.dgpb2.attn.k).all()
+
+
+def test_plots_have_titles_and_colour_bars(result, small_model):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = [
+        analysis.plot_interference(result),
+        analysis.plot_layer_matrices(result),
+        analysis.plot_channel_orders(analysis.channel_orders(small_model, DEGRADATIONS)[1], DEGRADATIONS),
+        analysis.plot_attention_map(torch.eye(4) * 0.5 + 0.125),
+    ]
+    for fig in figs:
+        titled = [ax for ax in fig.axes if ax.get_title()] or ([fig] if fig.get_suptitle() else [])
+        assert titled
+        assert any(ax.get_ylabel() for ax in fig.axes)  # a colour bar or an axis carries a label
+        plt.close(fig)
+
+
+def test_cli_writes_png_and_json(tmp_path, capsys):
+    out = tmp_path / "interference"
+    code = analysis.main([
+        "interference", "--preset", "tiny", "--set", "dim=8", "--degradations", "noise25", "rain",
+        "--batch", "1", "--patch", "32", "--threads", "1", "--out", str(out),
+    ])
+    assert code == 0
+    assert (out / "interference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "interference_layers.png").stat().st_size > 0
+    data = json.loads((out / "interference.json").read_text())
+    assert data["degradations"] == ["noise25", "rain"]
+    cos = np.array(data["overall"]["cosine"])
+    assert cos.shape == (2, 2) and cos[0, 0] == 1.0 and cos[0, 1] == cos[1, 0]
+    assert data["overall"]["conflict_fraction"] == float(cos[0, 1] < 0)
+    assert "dgpb1" in data["layers"] and data["meta"]["config"]["dim"] == 8
+    assert "overall" in capsys.readouterr().out
+
+
+def test_cli_on_a_checkpoint_with_an_ablation(tmp_path, small_model):
+    path = tmp_path / "m.safetensors"
+    small_model.save(path)
+    code = analysis.main([
+        "interference", "--weights", str(path), "--ablation", "no_dgpb", "--degradations", "noise25", "haze",
+        "--batch", "1", "--patch", "32", "--threads", "1", "--out", str(tmp_path / "o"),
+    ])
+    assert code == 0
+    data = json.loads((tmp_path / "o" / "interference.json").read_text())
+    assert data["meta"]["ablation"] == "no_dgpb" and not any(k.startswith("dgpb") for k in data["layers"])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert analysis.main(["interference", "--preset", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert analysis.main(["interference", "--preset", "tiny", "--degradations", "fog", "--out", str(tmp_path)]) == 2
+    assert "unknown degradation" in capsys.readouterr().err
