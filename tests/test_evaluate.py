@@ -1,0 +1,125 @@
+"""``python -m dfpir.evaluate``: the original's noise and metric, layouts, tables, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import dfpir
+from dfpir import evaluate
+from dfpir.checkpoint import save
+from dfpir.classifier import DegradationClassifier
+from dfpir.evaluate import NoiseStream, Results, format_table
+from dfpir.images import read_image, write_image
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """Tiny random model with a random degradation classifier (so blind rows can run)."""
+    torch.manual_seed(0)
+    model = dfpir.DFPIR(dfpir.get_config("tiny")).eval()
+    clf = DegradationClassifier(model.prompts.names)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    tensors = {f"classifier.{k}": v for k, v in clf.state_dict().items()}
+    save(model, path, extra_metadata={"classifier_classes": json.dumps(clf.classes)}, extra_tensors=tensors)
+    return path
+
+
+def make_3task(root: Path, h: int = 20, w: int = 36) -> None:
+    """Two images per task in the paper's test layouts (odd sizes, so the 16-crop matters)."""
+    rng = np.random.default_rng(0)
+
+    def put(rel: str) -> None:
+        write_image(root / rel, rng.random((h, w, 3)))
+
+    for i in (1, 2):
+        put(f"denoise/img{i}.png")
+        put(f"derain/input/rain-{i}.png")
+        put(f"derain/target/norain-{i}.png")
+        put(f"dehaze/input/000{i}_0.8_0.2.jpg")
+        put(f"dehaze/target/000{i}.png")
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = evaluate.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_noise_is_the_originals_seeded_stream(tmp_path):
+    make_3task(tmp_path)
+    clean = sorted((tmp_path / "denoise").iterdir())
+    state = np.random.get_state()
+    try:
+        np.random.seed(0)  # the original: one global stream, sigma 15 then 25 then 50
+        expected = {}
+        for sigma in (15, 25, 50):
+            images = [np.round(read_image(p).rgb * 255).astype(np.uint8) for p in clean]
+            expected[sigma] = [np.clip(x + np.random.randn(*x.shape) * sigma, 0, 255).astype(np.uint8) for x in images]
+    finally:
+        np.random.set_state(state)
+    stream = NoiseStream(clean, "full")
+    for sigma in (25, 15, 50):  # asking out of order still draws 15, 25, 50 in turn
+        for got, want in zip(stream.noisy(sigma), expected[sigma]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_official_protocol_crops_to_16_before_the_noise(tmp_path):
+    make_3task(tmp_path)
+    stream = NoiseStream(sorted((tmp_path / "denoise").iterdir()), "official")
+    assert all(x.shape == (16, 32, 3) for x in stream.noisy(15))
+
+
+def test_3task_official_json_matches_skimage_directly(tmp_path, capsys, weights):
+    make_3task(tmp_path / "root")
+    code, out, err = run(capsys, "--benchmark", "3task", "--root", tmp_path / "root", "--weights", weights, "--protocol", "official",
+                         "--prompt", "both", "--limit", "1", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["columns"] == ["SOTS", "Rain100L", "sigma 15", "sigma 25", "sigma 50"]
+    assert set(data["rows"]) == {"input", "DFPIR (oracle)", "DFPIR (blind)"}
+    assert set(data["blind_accuracy"]) == set(data["columns"])
+    # The 'input' row recomputed here straight from the files with scikit-image, as the original does.
+    x = read_image(tmp_path / "root/derain/input/rain-1.png").rgb.astype(np.float64)[2:18, 2:34]
+    y = read_image(tmp_path / "root/derain/target/norain-1.png").rgb.astype(np.float64)[2:18, 2:34]
+    cell = data["rows"]["input"]["Rain100L"]
+    assert cell["images"] == 1
+    assert cell["psnr"] == pytest.approx(peak_signal_noise_ratio(y, x, data_range=1), abs=1e-9)
+    assert cell["ssim"] == pytest.approx(structural_similarity(y, x, data_range=1, channel_axis=-1), abs=1e-9)
+
+
+def test_paired_folders_markdown_with_baseline(tmp_path, capsys, weights):
+    make_3task(tmp_path)
+    code, out, err = run(capsys, "--input", tmp_path / "derain/input", "--target", tmp_path / "derain/target", "--name-rule",
+                         "^rain-=>norain-", "--degradation", "noise25", "--weights", weights, "--format", "markdown", "--baseline",
+                         "--limit", "1", "-o", tmp_path / "table.md")
+    assert code == 0, err
+    assert "| method | noise25 | average |" in out and "| DFPIR (oracle) |" in out and "baseline:" in out
+    assert (tmp_path / "table.md").read_text().strip() == out.strip()
+
+
+def test_formats_text_and_csv():
+    results = Results()
+    for row, p in (("input", 20.0), ("DFPIR (oracle)", 30.0)):
+        results.add(row, "Rain100L", (p, 0.5))
+        results.add(row, "SOTS", (p + 2, 0.7))
+    text = format_table(results, ["SOTS", "Rain100L"], "text", {"protocol": "full"})
+    assert "DFPIR (oracle)  32.00/0.7000  30.00/0.5000  31.00/0.6000" in text
+    rows = format_table(results, ["SOTS", "Rain100L"], "csv", {}).splitlines()
+    assert rows[0] == "method,task,psnr,ssim,images" and "DFPIR (oracle),average,31.0000,0.60000," in rows
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--benchmark", "5task", "--root", "{tmp}/nowhere"], "nowhere"),
+    (["--input", "{tmp}"], "paired mode needs"),
+    (["--benchmark", "3task"], "needs --root"),
+    (["--input", "{tmp}/a", "--target", "{tmp}/b", "--degradation", "fog"], "unknown degradation 'fog'"),
+])
+def test_bad_arguments_one_line(tmp_path, capsys, weights, argv, expected):
+    code, out, err = run(capsys, *[a.format(tmp=tmp_path) for a in argv], "--weights", weights)
+    assert code == 2 and err.count("\n") == 1 and expected in err, err
