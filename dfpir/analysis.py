@@ -752,7 +752,7 @@ def plot_channel_orders(orders: np.ndarray, degradations: Sequence[str], title: 
     ax.set_yticks(range(len(degradations)), degradations)
     ax.set_xlabel("position in the shuffled tensor (0 = highest DGM score)")
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="channel index taken from the expanded tensor")
+    fig.colorbar(im, ax=ax, label="channel index")
     return fig
 
 
