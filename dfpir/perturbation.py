@@ -11,6 +11,8 @@ first. ``torch.topk`` promises no order among ties, so we never use it for the o
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -99,7 +101,10 @@ class ChannelPerturbation(nn.Module):
         The order is discrete, so a bf16/fp16 autocast would change the permutation itself, not
         just round the output; the DGM therefore runs outside autocast.
         """
-        with torch.autocast(prompt.device.type, enabled=False):
+        device = prompt.device.type
+        # autocast exists for real devices only; "meta" (FLOP counting, dfpir.summary) has none
+        off = torch.autocast(device, enabled=False) if device in ("cpu", "cuda", "xpu", "mps") else contextlib.nullcontext()
+        with off:
             return self.dgm(prompt.to(self.dgm.linear1.weight.dtype))
 
     def order(self, prompt: torch.Tensor) -> torch.Tensor:
