@@ -104,6 +104,8 @@ class Restorer:
             raise UserError(str(exc)) from None
         if tile is not None and tile < 0:
             raise UserError(f"--tile must be >= 0 (0 means never tile), got {tile}")
+        if budget is not None and budget <= 0:
+            raise UserError(f"the memory budget must be positive, got {budget} bytes")
         self.tile, self.budget = tile, budget
 
     @property
