@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-nojit bench-reference demo clean
+.PHONY: install test test-nojit bench-reference demo clean docs
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench-reference: install
 
 demo: install
 	$(BIN)/python -m dfpir.demo
+
+# The documentation site into site/ (strict: any warning, broken link or missing object fails).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -58,6 +58,7 @@ class MDTA(nn.Module):
         self.project_out = nn.Conv2d(channels, channels, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W): attention across channels, per head."""
         _, _, h, w = x.shape
         q, k, v = (split_heads(t, self.heads) for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1))
         out = transposed_attention(q, k, v, self.temperature)  # (B, heads, c, HW)

@@ -23,6 +23,7 @@ from .prompts import PromptBank
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m dfpir.convert``."""
     p = argparse.ArgumentParser(prog="python -m dfpir.convert", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="the original .pth / .pth.tar / .ckpt file")
     p.add_argument("-o", "--output", required=True, help="our checkpoint to write (.safetensors)")
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dfpir.convert CHECKPOINT -o OUTPUT [--prompts FILE]``; returns the exit code."""
     args = build_parser().parse_args(argv)
     state_dict = load_official_file(args.checkpoint)
     kwargs = infer_official_kwargs(state_dict)

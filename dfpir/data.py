@@ -377,6 +377,7 @@ class SyntheticDataset(_Base):
         return int(rng.integers(len(self.images))), min(deg, len(self.degradations) - 1)
 
     def get(self, index: int, key: tuple[int, ...]) -> dict[str, Any]:
+        """Item ``index`` drawn with the generator of ``key`` (seed, epoch, index): a degraded patch and its clean target."""
         rng = self.rng(key)
         img_idx, deg_idx = self._choose(index, rng)
         name, clean = _load(self.images[img_idx])
@@ -512,6 +513,7 @@ class PairedDataset(_Base):
         return a, b
 
     def get(self, index: int, key: tuple[int, ...]) -> dict[str, Any]:
+        """Item ``index`` drawn with the generator of ``key``: the same crop and flip of input and target."""
         rng = self.rng(key)
         a, b = self.read_pair(index)
         if self.patch_size is not None:
@@ -615,6 +617,7 @@ class TaskFiles:
 
     @property
     def count(self) -> int:
+        """Number of clean images, or of input/target pairs, found for the task."""
         return len(self.clean) if self.clean else len(self.pairs)
 
 

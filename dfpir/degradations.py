@@ -11,6 +11,8 @@ same degradations on CPU and GPU.
 ``noise50``, ``rain``, ``haze``, ``blur``, ``lowlight``) to these functions with their default
 ranges, and :func:`degrade` applies a (possibly different) named degradation to each sample.
 
+Examples
+--------
 >>> g = torch.Generator().manual_seed(0)
 >>> hazy = DEGRADE["haze"](clean, g)                       # doctest: +SKIP
 >>> mixed = degrade(clean, ["rain", "blur", "noise25"], g)  # doctest: +SKIP

@@ -38,6 +38,7 @@ def default_weights() -> Path:
 
 
 def centre_crop(image: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
+    """The central ``side`` x ``side`` part of an (H, W, C) image (smaller sides are kept)."""
     h, w = image.shape[:2]
     th, tw = min(h, side), min(w, side)
     top, left = (h - th) // 2, (w - tw) // 2
@@ -115,6 +116,7 @@ def run_demo(weights: Path, out: Path, photos: int | None = None) -> dict:
 
 
 def gallery_html(rows: list[tuple[str, str, float, float]]) -> str:
+    """The HTML page of the gallery: one table row per photo and degradation, with PSNR before and after."""
     cells = "\n".join(
         f"<tr><td>{html.escape(d)}</td><td>{html.escape(p)}</td>"
         + "".join(f'<td><img src="{html.escape(p)}_{html.escape(d)}_{k}.png"></td>' for k in ("degraded", "restored", "clean"))
@@ -130,6 +132,7 @@ def gallery_html(rows: list[tuple[str, str, float, float]]) -> str:
 
 
 def format_results(results: dict) -> str:
+    """The demo's results as a fixed-width text table, one line per degradation."""
     lines = [f"{'degradation':<12}{'input PSNR':>12}{'restored':>12}{'gain dB':>10}{'input SSIM':>12}{'SSIM':>8}{'auto PSNR':>11}{'cls acc':>9}"]
     for name, r in results.items():
         auto = f"{r['auto_psnr']:>11.2f}{r['classified']:>9.0%}" if r["auto_psnr"] is not None else f"{'-':>11}{'-':>9}"
@@ -139,6 +142,7 @@ def format_results(results: dict) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dfpir.demo [--weights W] [-o DIR] [--photos N]``; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m dfpir.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, help="checkpoint (default: the shipped demo weights)")
     p.add_argument("-o", "--output", type=Path, default=Path("demo_output"))

@@ -56,6 +56,7 @@ class DGPB(nn.Module):
         self.ffn = GDFN(channels, expansion, bias)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Features (B, C, H, W) and prompt embeddings (B, prompt_dim) -> (B, C, H, W)."""
         q = self.perturb(x, prompt)  # (B, C, H, W)
         a = self.attn(self.norm_q(q), self.norm_kv(x))
         return a + self.ffn(self.norm_ffn(a))

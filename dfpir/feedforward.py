@@ -33,5 +33,6 @@ class GDFN(nn.Module):
         self.project_out = nn.Conv2d(hidden, channels, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W): ``project_out(gelu(h1) * h2)``."""
         h1, h2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)  # 2 x (B, hidden, H, W)
         return self.project_out(F.gelu(h1) * h2)

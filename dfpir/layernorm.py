@@ -46,4 +46,5 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if with_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise (B, C, H, W) over the channels at every pixel."""
         return layer_norm(x, self.weight, self.bias)

@@ -86,6 +86,7 @@ class MaskedCrossAttention(nn.Module):
         return masked_softmax(channel_logits(q, split_heads(k, self.heads), self.temperature), self.k)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Queries from ``query``, keys and values from ``context`` (both (B, C, H, W)) -> (B, C, H, W)."""
         _, _, h, w = query.shape
         q = split_heads(self.q_dwconv(self.q(query)), self.heads)  # (B, heads, c, HW)
         k, v = (split_heads(t, self.heads) for t in self.kv_dwconv(self.kv(context)).chunk(2, dim=1))

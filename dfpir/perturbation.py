@@ -34,6 +34,7 @@ class DGM(nn.Module):
         self.linear2 = nn.Linear(prompt_dim, out_channels)
 
     def forward(self, prompt: torch.Tensor) -> torch.Tensor:
+        """(B, prompt_dim) prompt embeddings -> (B, 2C) channel scores (two linears, no activation)."""
         return self.linear2(self.linear1(prompt))  # (B, 2C)
 
 
@@ -113,6 +114,7 @@ class ChannelPerturbation(nn.Module):
             return channel_order(self.scores(prompt))
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Features (B, C, H, W) and prompts (B, prompt_dim) -> perturbed features (B, C, H, W)."""
         if self.guidance == "faithful":
             order = self.order(prompt)  # (B, 2C)
             shuffled = channel_perturbation(self.expand(x), order)  # (B, 2C, H, W)

@@ -81,6 +81,7 @@ class HashingTextEncoder:
         self.dim = dim
 
     def word_vector(self, word: str) -> np.ndarray:
+        """A deterministic pseudo-random vector for one word (seeded by its SHA-256)."""
         seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
         return np.random.default_rng(seed).standard_normal(self.dim)
 
@@ -137,10 +138,12 @@ class PromptBank:
 
     @property
     def dim(self) -> int:
+        """Width of the embeddings (0 for an empty bank)."""
         return len(next(iter(self.embeddings.values()))) if self.embeddings else 0
 
     @property
     def names(self) -> list[str]:
+        """Degradation names in the bank, in insertion order."""
         return list(self.embeddings)
 
     def add(self, name: str, vector: np.ndarray | torch.Tensor, text: str | None = None) -> None:

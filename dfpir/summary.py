@@ -24,6 +24,7 @@ def count_flops(config: DFPIRConfig, size: int = 256) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dfpir.summary [--size N]``: print every preset's size and cost; returns 0."""
     p = argparse.ArgumentParser(prog="python -m dfpir.summary", description=__doc__)
     p.add_argument("--size", type=int, default=256)
     args = p.parse_args(argv)

@@ -50,6 +50,7 @@ class Dist:
 
     @property
     def main(self) -> bool:
+        """Whether this process is rank 0 (the one that logs and saves)."""
         return self.rank == 0
 
 
@@ -64,6 +65,7 @@ def setup_distributed(device: torch.device) -> Dist:
 
 
 def pick_device(name: str, dist_local_rank: int = 0) -> torch.device:
+    """The torch device for ``train.device`` (``auto``, ``cpu``, ``cuda``), one GPU per local rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -130,6 +132,7 @@ class SampleOrder:
 
 
 def collate(items: list[dict]) -> dict[str, Any]:
+    """Stack dataset items into a batch: input, target, label tensors and the degradation names."""
     return {
         "input": torch.stack([it["input"] for it in items]),
         "target": torch.stack([it["target"] for it in items]),
@@ -151,6 +154,7 @@ class Joint(nn.Module):
         self.classifier = classifier
 
     def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Restored images and, when a classifier is trained, its degradation logits."""
         logits = self.classifier(image) if self.classifier is not None else None
         return self.restorer(image, prompt), logits
 
@@ -167,6 +171,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def autocast(device: torch.device, precision: str):
+    """The autocast context for ``precision`` (``fp32``: none; ``bf16`` or ``fp16``)."""
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -193,6 +198,7 @@ def flatten_state(prefix: str, state: dict) -> tuple[dict[str, torch.Tensor], di
 
 
 def unflatten_state(prefix: str, tensors: dict[str, torch.Tensor], rest: dict, int_keys: bool = False) -> dict:
+    """Rebuild a nested state dict from :func:`flatten_state`'s tensors and JSON rest."""
     out: dict = {}
     for key, value in rest.items():
         k = int(key) if int_keys and key.isdigit() else key
@@ -238,6 +244,7 @@ class Trainer:
 
     @property
     def restorer(self) -> DFPIR:
+        """The DFPIR network being trained (without DDP or the classifier)."""
         return self.joint.restorer
 
     # --- checkpoints -----------------------------------------------------------------------------
@@ -270,6 +277,7 @@ class Trainer:
         save_checkpoint(joint.restorer, path, extra_metadata=meta, extra_tensors=tensors)
 
     def resume(self, path: Path) -> None:
+        """Continue from a ``last.safetensors``: weights, optimiser, schedule, EMA, step and random state."""
         tensors, meta = read(path)
         if "training_state" not in meta:
             raise UserError(f"{path} holds no training state (only 'last.safetensors' checkpoints can be resumed)")
@@ -298,6 +306,7 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------------
 
     def train_step(self, dataset, order: SampleOrder) -> float:
+        """One optimisation step over the global batch (with gradient accumulation); returns the loss."""
         cfg = self.cfg
         micro = cfg.optim.batch_size // (cfg.optim.accum_steps * self.dist.world)
         self.optimizer.zero_grad(set_to_none=True)
@@ -365,6 +374,7 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
 
 
 def check_writable(folder: Path) -> None:
+    """Create ``folder`` and make sure files can be written in it, else a one-line user error."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write_test"
@@ -375,6 +385,7 @@ def check_writable(folder: Path) -> None:
 
 
 def log_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON record as a line to ``path``."""
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -455,6 +466,7 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m dfpir.train``."""
     p = argparse.ArgumentParser(prog="python -m dfpir.train", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. optim.lr=2e-4 train.steps=500")
     p.add_argument("--preset", default="demo", help="demo (default), 3task or 5task")
@@ -467,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m dfpir.train [--preset P] [--config F] [key=value ...]``; returns the exit code."""
     args = build_parser().parse_args(argv)
     cfg = resolve(args.preset, args.config, args.overrides)
     if args.print_config:

@@ -84,6 +84,7 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts, one per section."""
         return dataclasses.asdict(self)
 
     def to_toml(self) -> str:

@@ -21,6 +21,7 @@ class TransformerBlock(nn.Module):
         self.ffn = GDFN(channels, expansion, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + MDTA(LN(x))``, then ``x + GDFN(LN(x))``; shape unchanged."""
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 
@@ -34,6 +35,7 @@ class Downsample(nn.Module):
         self.unshuffle = nn.PixelUnshuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 2C, H/2, W/2)."""
         return self.unshuffle(self.conv(x))
 
 
@@ -46,4 +48,5 @@ class Upsample(nn.Module):
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C/2, 2H, 2W)."""
         return self.shuffle(self.conv(x))

@@ -1,0 +1,302 @@
+"""The documentation site: it builds strictly, every public object has a docstring, and every
+command shown on it works.
+
+Command convention (stated on the site, ``docs/guide/commands.md``): every ```` ```bash ```` block
+in ``docs/`` is preceded by a marker line,
+
+* ``<!-- cmd: run -->``: each command is executed as written, in an empty scratch folder, and
+  must exit 0 (only commands that finish in seconds on a CPU);
+* ``<!-- cmd: parse -->``: the command needs data, weights, a GPU or hours, so it is not run; it
+  is parsed by the tool's *own* argument parser (every flag, choice and type checked; for
+  ``dfpir.train`` the ``section.key=value`` overrides are also resolved), ``torchrun`` options by
+  torch's parser, ``make`` lines are dry-run with ``make -n``, ``pytest`` paths must exist.
+
+A ```` ```python ```` block marked ``<!-- cmd: run -->`` is executed. Inline code spans that start
+with ``python -m dfpir.`` must name a real module and only options its parser knows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import os
+import pkgutil
+import re
+import runpy
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+BIN = Path(sys.executable).parent
+PACKAGES = ("dfpir", "reference")
+
+FENCE = re.compile(r"^(\s*)```(\w*)")
+MARKER = re.compile(r"<!--\s*cmd:\s*(\w+)\s*-->")
+INLINE = re.compile(r"`(python -m dfpir\.[^`]+)`")
+
+
+# --------------------------------------------------------------------------- reading the pages
+
+
+@dataclass
+class Block:
+    """A fenced code block of a page, with the marker line that precedes it (if any)."""
+
+    page: str
+    line: int
+    language: str
+    marker: str | None
+    text: str
+
+    @property
+    def where(self) -> str:
+        return f"docs/{self.page}:{self.line}"
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.rglob("*.md"))
+
+
+def code_blocks() -> list[Block]:
+    """Every fenced block of every page (indented ones too, e.g. inside tabs)."""
+    out = []
+    for path in pages():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        i = 0
+        while i < len(lines):
+            m = FENCE.match(lines[i])
+            if not m:
+                i += 1
+                continue
+            indent, language, start = m.group(1), m.group(2), i
+            body = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith("```"):
+                body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
+                i += 1
+            previous = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()), "")
+            marker = MARKER.fullmatch(previous)
+            out.append(Block(str(path.relative_to(DOCS)), start + 1, language, marker and marker.group(1), "\n".join(body)))
+            i += 1
+    return out
+
+
+def commands(block: Block) -> list[list[str]]:
+    """The block's commands as argument lists: continuations joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", block.text)
+    return [words for line in joined.splitlines() if (words := shlex.split(line, comments=True))]
+
+
+BASH = [b for b in code_blocks() if b.language in ("bash", "sh", "shell")]
+RUN = [b for b in BASH if b.marker == "run"]
+PARSE = [b for b in BASH if b.marker == "parse"]
+PYTHON_RUN = [b for b in code_blocks() if b.language == "python" and b.marker == "run"]
+
+
+def test_every_shell_block_is_marked_and_has_commands():
+    bad = [f"{b.where}: marker {b.marker!r}" for b in BASH if b.marker not in ("run", "parse")]
+    assert not bad, "shell blocks without <!-- cmd: run --> or <!-- cmd: parse --> before them:\n" + "\n".join(bad)
+    empty = [b.where for b in BASH if not commands(b)]
+    assert not empty, f"shell blocks with no command: {empty}"
+    assert RUN and PARSE, "the site shows no command at all?"
+
+
+# --------------------------------------------------------------------------- checking commands
+
+
+class Parsed(BaseException):
+    """Raised by the patched ``parse_args``: the command line was accepted (BaseException so
+    that no ``except Exception`` in a tool swallows it)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace | None):
+        super().__init__()
+        self.parser, self.namespace = parser, namespace
+
+
+def parse_with_tool(module: str, argv: list[str], monkeypatch, *, parse: bool = True) -> Parsed:
+    """Run ``python -m module argv`` up to its ``parse_args`` call, and stop there."""
+    original = argparse.ArgumentParser.parse_args
+
+    def stop(self, args=None, namespace=None):
+        raise Parsed(self, original(self, args, namespace) if parse else None)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    monkeypatch.setattr(sys, "argv", [module, *argv])
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=False)
+    except Parsed as done:
+        return done
+    except SystemExit as exc:
+        raise AssertionError(f"python -m {module} {shlex.join(argv)}: rejected by its parser (exit {exc.code})") from None
+    finally:
+        monkeypatch.undo()
+    raise AssertionError(f"python -m {module}: never parsed its command line (no argparse?)")
+
+
+def split_env(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    env = {}
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+        key, value = words[0].split("=", 1)
+        env[key] = value
+        words = words[1:]
+    return env, words
+
+
+def check_python_module(module: str, argv: list[str], monkeypatch) -> None:
+    if not module.startswith("dfpir."):
+        raise AssertionError(f"python -m {module}: only dfpir's tools (and pytest) may be shown")
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"python -m {module}: no such module"
+    if "ArgumentParser" not in Path(spec.origin).read_text(encoding="utf-8"):
+        # a tool without options (e.g. dfpir.bench_reference): it must be shown without any
+        assert not argv, f"python -m {module} takes no arguments, got {argv}"
+        assert hasattr(importlib.import_module(module), "main"), f"python -m {module}: no main()"
+        return
+    done = parse_with_tool(module, argv, monkeypatch)
+    if module == "dfpir.train":  # the overrides are checked by the config resolver
+        from dfpir.trainconfig import resolve
+
+        ns = done.namespace
+        config = ns.config if ns.config and Path(ns.config).is_file() else None
+        resolve(ns.preset, config, ns.overrides)
+
+
+def check_command(words: list[str], monkeypatch) -> None:
+    """Validate one command without running it (the ``parse`` tier)."""
+    env, words = split_env(words)
+    if words[:2] == ["python", "-m"] and words[2] == "pytest":
+        paths = [w.split("::")[0] for w in words[3:] if not w.startswith("-") and ("/" in w or w.endswith(".py"))]
+        missing = [p for p in paths if not (ROOT / p).exists()]
+        assert not missing, f"{shlex.join(words)}: no such test path {missing}"
+    elif words[:2] == ["python", "-m"]:
+        check_python_module(words[2], words[3:], monkeypatch)
+    elif words[0] == "torchrun":
+        from torch.distributed.run import get_args_parser
+
+        args = get_args_parser().parse_args(words[1:])
+        assert args.module, f"{shlex.join(words)}: use torchrun -m dfpir.train"
+        check_python_module(args.training_script, args.training_script_args, monkeypatch)
+    elif words[0] == "make":
+        result = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, f"{shlex.join(words)}: make -n failed: {result.stderr.strip()}"
+    else:
+        raise AssertionError(f"{shlex.join(words)}: not a command kind the docs test knows how to check")
+
+
+@pytest.mark.parametrize("block", PARSE, ids=lambda b: b.where)
+def test_parse_tier_commands_are_accepted_by_their_tools(block, monkeypatch):
+    for words in commands(block):
+        check_command(words, monkeypatch)
+
+
+@pytest.mark.parametrize("block", RUN, ids=lambda b: b.where)
+def test_run_tier_commands_succeed(block, tmp_path, monkeypatch):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for words in commands(block):
+        extra, rest = split_env(words)
+        if rest[0] == "make":  # a make target may take minutes: dry-run it
+            check_command(words, monkeypatch)
+            continue
+        assert rest[:3] in (["python", "-m", rest[2]],) and rest[2].startswith("dfpir."), \
+            f"{block.where}: the run tier runs dfpir's tools only, not {shlex.join(words)}"
+        result = subprocess.run(rest, cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{block.where}: `{shlex.join(words)}` exited {result.returncode}:\n{result.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("block", PYTHON_RUN, ids=lambda b: b.where)
+def test_python_examples_run(block, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.text, block.where, "exec"), {"__name__": "__docs__"})
+
+
+def test_inline_commands_name_real_modules_and_options(monkeypatch):
+    bad = []
+    for path in pages():
+        for text in INLINE.findall(path.read_text(encoding="utf-8")):
+            words = text.replace("[", " ").replace("]", " ").replace("|", " ").split()
+            module = words[2]
+            if importlib.util.find_spec(module) is None:
+                bad.append(f"{path.name}: `{text}`: no module {module}")
+                continue
+            if not any(w.startswith("-") for w in words[3:]):
+                continue
+            parser = parse_with_tool(module, ["--help"], monkeypatch, parse=False).parser
+            known = set(parser._option_string_actions)
+            for action in parser._actions:  # sub-commands' options count too
+                if isinstance(action, argparse._SubParsersAction):
+                    for sub in action.choices.values():
+                        known |= set(sub._option_string_actions)
+            bad += [f"{path.name}: `{text}`: unknown option {w}" for w in words[3:]
+                    if w.startswith("-") and w.split("=")[0] not in known]
+    assert not bad, "\n".join(bad)
+
+
+CITED_TEST = re.compile(r"(?:tests/)?(test_\w+\.py)::(test_\w+)")
+
+
+def test_every_cited_test_exists():
+    """The pages name tests as evidence (``test_model.py::test_...``): each must exist."""
+    missing = []
+    for path in pages():
+        for file, name in set(CITED_TEST.findall(path.read_text(encoding="utf-8"))):
+            source = ROOT / "tests" / file
+            if not source.is_file() or not re.search(rf"^\s*def {name}\(", source.read_text(encoding="utf-8"), re.MULTILINE):
+                missing.append(f"{path.relative_to(DOCS)}: {file}::{name}")
+    assert not missing, "the docs cite tests that do not exist:\n" + "\n".join(sorted(missing))
+
+
+# --------------------------------------------------------------------------- docstrings
+
+
+def public_objects():
+    """``(qualified name, object)`` of every public function, class and method of both packages."""
+    for package in PACKAGES:
+        root = importlib.import_module(package)
+        modules = [package] + [f"{package}.{m.name}" for m in pkgutil.iter_modules(root.__path__) if not m.name.startswith("_")]
+        for name in modules:
+            module = importlib.import_module(name)
+            yield name, module
+            for attr, obj in vars(module).items():
+                if attr.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                    continue
+                if getattr(obj, "__module__", None) != name:  # imported from elsewhere
+                    continue
+                yield f"{name}.{attr}", obj
+                if inspect.isclass(obj):
+                    for meth, member in vars(obj).items():
+                        func = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+                        if not meth.startswith("_") and inspect.isfunction(func):
+                            yield f"{name}.{attr}.{meth}", func
+
+
+def test_every_public_function_class_and_method_has_a_docstring():
+    missing = [name for name, obj in public_objects() if not (obj.__doc__ or "").strip()]
+    assert not missing, f"{len(missing)} public objects without a docstring (mkdocstrings would render them empty):\n" + "\n".join(missing)
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def test_site_builds_strictly_and_offline(tmp_path):
+    mkdocs = shutil.which("mkdocs", path=str(BIN)) or shutil.which("mkdocs")
+    if mkdocs is None:
+        pytest.skip("mkdocs is not installed (pip install -e '.[dev]')")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run([mkdocs, "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{log[-4000:]}"
+    assert "WARNING" not in log, log
+    remote = []
+    for page in (tmp_path / "site").rglob("*.html"):
+        remote += [f"{page.name}: {m}" for m in re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text(encoding="utf-8"))]
+    assert not remote, "the site loads remote resources:\n" + "\n".join(sorted(set(remote))[:20])
