@@ -87,6 +87,7 @@ class Results:
 
     scores: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     blind_hits: dict[str, list[bool]] = field(default_factory=dict)
+    tiled: int = 0  # restorations done by tiles (they differ from whole-image ones, see dfpir.tiling)
 
     def add(self, row: str, column: str, pair: tuple[float, float]) -> None:
         """Record one image's (PSNR, SSIM)."""
@@ -236,7 +237,8 @@ def evaluate_column(restorer: Restorer, column: Column, prompts: list[str], base
             prompt = restorer.prompt(spec, sample.input)
             if kind == "blind" and sample.degradation is not None:
                 results.blind_hits.setdefault(column.label, []).append(prompt.label == sample.degradation)
-            out, _ = restorer.restore(sample.input, prompt)
+            out, plan = restorer.restore(sample.input, prompt)
+            results.tiled += plan is not None
             results.add(ORACLE if kind == "oracle" else BLIND, column.label, score(out, sample.target))
         if baseline and (base := classical_baseline(sample)) is not None:
             results.add(base[0], column.label, score(base[1], sample.target))
@@ -359,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     for column in columns:
         evaluate_column(restorer, column, kinds, args.baseline, results)
-    header = {"weights": str(restorer.weights), "protocol": args.protocol, "noise": "np.random.seed(0), sigma 15/25/50 in turn"}
+    header = {"weights": str(restorer.weights), "protocol": args.protocol, "noise": "np.random.seed(0), sigma 15/25/50 in turn",
+              "tiled restorations": f"{results.tiled} (0 means every image was restored whole)"}
     text = format_table(results, [c.label for c in columns], args.format, header)
     print(text)
     if args.output:
