@@ -86,66 +86,23 @@ class DataWarning(UserWarning):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an (H, W, 3) float32 array in [0, 1].
+    """Read an image file as an (H, W, 3) float32 array in [0, 1] for training or evaluation.
 
-    Grey-level images are repeated to RGB; palette images are expanded by the reader; an alpha
-    channel is dropped with a :class:`DataWarning` when it is not fully opaque (restoration
-    targets are opaque photos); 16-bit images are scaled by 65535 (note that the PNG reader keeps
-    only 8 bits of 16-bit *colour* PNGs: values stay correct to 1/255); 1-bit images map to 0 and 1.
+    Decoding is :func:`dfpir.images.read_image` (EXIF orientation applied, 16-bit kept at full
+    depth, grey and palette expanded to RGB). An alpha channel is dropped with a
+    :class:`DataWarning` when it is not fully opaque: restoration targets are opaque photos.
 
     Raises
     ------
     UserError
-        ``"FILE: reason"`` for a missing, truncated, corrupt, multi-frame or oddly shaped file.
+        ``"FILE: reason"`` for a missing, truncated, corrupt or unsupported file.
     """
-    import imageio.v3 as iio
+    from .images import read_image as read_full
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's palette-transparency chatter
-            raw = np.asarray(iio.imread(path))
-    except Exception as exc:  # noqa: BLE001 - every decoder failure is the same user error
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: cannot read image ({reason})") from None
-    return _to_rgb_float(raw, path)
-
-
-def _scale(raw: np.ndarray, path: Path) -> np.ndarray:
-    """Integer or float samples -> float32 in [0, 1]."""
-    if raw.dtype == np.bool_:
-        return raw.astype(np.float32)
-    if raw.dtype == np.uint8:
-        return raw.astype(np.float32) / 255
-    if raw.dtype == np.uint16:
-        return raw.astype(np.float32) / 65535
-    if raw.dtype.kind in "iu" and raw.size and raw.min() >= 0 and raw.max() <= 65535:
-        return raw.astype(np.float32) / (255 if raw.max() <= 255 else 65535)  # Pillow's 32-bit "I" mode
-    if raw.dtype.kind == "f":
-        if not np.isfinite(raw).all() or raw.min() < 0 or raw.max() > 1:
-            raise UserError(f"{path}: floating-point image with values outside [0, 1]")
-        return raw.astype(np.float32)
-    raise UserError(f"{path}: unsupported sample type {raw.dtype}")
-
-
-def _to_rgb_float(raw: np.ndarray, path: Path) -> np.ndarray:
-    if raw.ndim == 4 or (raw.ndim == 3 and raw.shape[-1] > 4):
-        raise UserError(f"{path}: has several frames or pages {raw.shape}; save one frame as a single image")
-    if raw.ndim not in (2, 3) or min(raw.shape[:2]) == 0:
-        raise UserError(f"{path}: unsupported image shape {raw.shape}")
-    img = _scale(raw, path)
-    if img.ndim == 2:
-        img = img[..., None]
-    channels = img.shape[-1]
-    if channels in (2, 4):  # grey + alpha, RGB + alpha
-        if img[..., -1].min() < 1:
-            warnings.warn(f"{path}: alpha channel dropped (transparent pixels keep their colour)", DataWarning, stacklevel=3)
-        img = img[..., :-1]
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
-    return np.ascontiguousarray(img, dtype=np.float32)
+    image = read_full(path)
+    if image.alpha is not None and image.alpha.min() < 1:
+        warnings.warn(f"{path}: alpha channel dropped (transparent pixels keep their colour)", DataWarning, stacklevel=2)
+    return np.ascontiguousarray(image.rgb, dtype=np.float32)
 
 
 def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:

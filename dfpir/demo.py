@@ -22,19 +22,12 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import load, load_classifier
-from .errors import UserError, cli_main
+from .errors import cli_main
 from .metrics import psnr, ssim
+from .runner import resolve_weights
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "demo.safetensors"
 SEED = 2025
 MAX_SIDE = 192  # centre crop, so the demo runs in a minute or two on 2 CPU cores
-
-
-def default_weights() -> Path:
-    """The shipped demo weights, with a one-line error telling how to make them if missing."""
-    if not DEFAULT_WEIGHTS.is_file():
-        raise UserError(f"shipped weights not found at {DEFAULT_WEIGHTS}; train them with `python -m dfpir.train` and pass --weights runs/demo/best.safetensors")
-    return DEFAULT_WEIGHTS
 
 
 def centre_crop(image: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
@@ -148,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, default=Path("demo_output"))
     p.add_argument("--photos", type=int, help="use only the first N built-in photos")
     args = p.parse_args(argv)
-    weights = args.weights or default_weights()
+    weights = resolve_weights(args.weights)
     results = run_demo(weights, args.output, args.photos)
     print(format_results(results))
     print(f"gallery: {args.output / 'gallery.png'} and {args.output / 'index.html'}")

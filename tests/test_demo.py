@@ -27,7 +27,9 @@ def test_demo_writes_gallery_page_and_table(tmp_path):
 
 
 def test_demo_without_weights_is_a_one_line_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo, "DEFAULT_WEIGHTS", tmp_path / "missing.safetensors")
+    from dfpir import runner
+
+    monkeypatch.setattr(runner, "DEMO_WEIGHTS", tmp_path / "missing.safetensors")
     assert demo.main(["-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "python -m dfpir.train" in err and len(err.strip().splitlines()) == 1
