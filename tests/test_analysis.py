@@ -15,7 +15,6 @@ DEGRADATIONS = ["noise25", "rain", "haze"]
 
 @pytest.fixture(scope="module")
 def small_model():
-    torch.set_num_threads(1)
     return analysis.build_model("tiny", seed=0, dim=8)
 
 
