@@ -13,6 +13,15 @@ from dfpir import analysis
 DEGRADATIONS = ["noise25", "rain", "haze"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one thread is fastest, and immune to oversubscribed CPUs; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def small_model():
     return analysis.build_model("tiny", seed=0, dim=8)
