@@ -198,3 +198,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
     assert analysis.main(["interference", "--preset", "tiny", "--degradations", "fog", "--out", str(tmp_path)]) == 2
     assert "unknown degradation" in capsys.readouterr().err
+
+
+def test_cli_reads_a_folder_of_clean_images(tmp_path):
+    import imageio.v3 as iio
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        iio.imwrite(folder / f"{i}.png", (rng.random((40, 48, 3)) * 255).astype(np.uint8))
+    code = analysis.main([
+        "interference", "--preset", "tiny", "--set", "dim=8", "--data", str(folder), "--degradations", "noise50", "blur",
+        "--batch", "1", "--patch", "32", "--threads", "1", "--out", str(tmp_path / "o"),
+    ])
+    assert code == 0
+    assert json.loads((tmp_path / "o" / "interference.json").read_text())["meta"]["data"] == str(folder)
