@@ -21,10 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load, load_classifier
 from .errors import cli_main
 from .metrics import psnr, ssim
-from .runner import resolve_weights
 
 SEED = 2025
 MAX_SIDE = 192  # centre crop, so the demo runs in a minute or two on 2 CPU cores
@@ -38,9 +36,9 @@ def centre_crop(image: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
     return image[top : top + th, left : left + tw]
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float -> (H, W, 3) uint8, clipped."""
-    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float -> (H, W, 3) uint8, clipped and rounded."""
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], pad: int = 4) -> np.ndarray:
@@ -62,15 +60,18 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], pad: int = 4) -> np.
     return np.asarray(sheet)
 
 
-def run_demo(weights: Path, out: Path, photos: int | None = None) -> dict:
-    """Degrade, restore and measure; write the gallery into ``out``. Returns the results table."""
+def run_demo(weights: Path | None, out: Path, photos: int | None = None, precision: str = "fp32", device: str = "cpu") -> dict:
+    """Degrade, restore and measure; write the gallery into ``out``. Returns the results table.
+
+    Restoration goes through :class:`dfpir.runner.Restorer`, exactly as ``python -m dfpir.restore``.
+    """
     from .data import builtin_photos
     from .degradations import degrade
+    from .runner import Restorer
     import imageio.v3 as iio
 
-    model = load(weights)
-    classifier = load_classifier(weights)
-    names = [n for n in model.prompts.names if n in (classifier.classes if classifier else model.prompts.names)]
+    restorer = Restorer(weights, device, precision)
+    names = restorer.classifier.classes if restorer.classifier is not None else restorer.names
     images = [(n, centre_crop(img)) for n, img in builtin_photos("val")][:photos]
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -78,22 +79,21 @@ def run_demo(weights: Path, out: Path, photos: int | None = None) -> dict:
     bar = tqdm(total=len(names) * len(images), desc="demo", dynamic_ncols=True)
     for d, name in enumerate(names):
         stats = {"input_psnr": [], "psnr": [], "input_ssim": [], "ssim": [], "auto_psnr": [], "classified": []}
-        for i, (photo, clean_np) in enumerate(images):
-            clean = torch.from_numpy(np.ascontiguousarray(clean_np.transpose(2, 0, 1)))[None]
+        for i, (photo, clean) in enumerate(images):
             generator = torch.Generator().manual_seed(SEED + 1000 * d + i)
-            degraded = degrade(clean, [name], generator).clamp(0, 1)
-            with torch.no_grad():
-                restored = model.restore(degraded, name)[0]
-                if classifier is not None:
-                    guess, _ = classifier.predict(degraded)
-                    stats["classified"].append(guess[0] == name)
-                    auto = restored if guess[0] == name else model.restore(degraded, guess[0])[0]
-                    stats["auto_psnr"].append(psnr(auto, clean[0]))
-            stats["input_psnr"].append(psnr(degraded[0], clean[0]))
-            stats["psnr"].append(psnr(restored, clean[0]))
-            stats["input_ssim"].append(ssim(degraded[0], clean[0]))
-            stats["ssim"].append(ssim(restored, clean[0]))
-            tiles = [to_uint8(degraded[0]), to_uint8(restored), to_uint8(clean[0])]
+            batch = torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1)))[None]
+            degraded = degrade(batch, [name], generator).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+            restored, _ = restorer.restore(degraded, restorer.prompt(name))
+            if restorer.classifier is not None:
+                guess, _ = restorer.classify(degraded)
+                stats["classified"].append(guess == name)
+                auto = restored if guess == name else restorer.restore(degraded, restorer.prompt(guess))[0]
+                stats["auto_psnr"].append(psnr(auto, clean))
+            stats["input_psnr"].append(psnr(degraded, clean))
+            stats["psnr"].append(psnr(restored, clean))
+            stats["input_ssim"].append(ssim(degraded, clean))
+            stats["ssim"].append(ssim(restored, clean))
+            tiles = [to_uint8(degraded), to_uint8(restored), to_uint8(clean)]
             for kind, tile in zip(["degraded", "restored", "clean"], tiles):
                 iio.imwrite(out / f"{photo}_{name}_{kind}.png", tile)
             page.append((photo, name, stats["input_psnr"][-1], stats["psnr"][-1]))
@@ -140,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, help="checkpoint (default: the shipped demo weights)")
     p.add_argument("-o", "--output", type=Path, default=Path("demo_output"))
     p.add_argument("--photos", type=int, help="use only the first N built-in photos")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    weights = resolve_weights(args.weights)
-    results = run_demo(weights, args.output, args.photos)
+    results = run_demo(args.weights, args.output, args.photos, args.precision, args.device)
     print(format_results(results))
     print(f"gallery: {args.output / 'gallery.png'} and {args.output / 'index.html'}")
     return 0
