@@ -215,6 +215,11 @@ def perturbed_state(module: torch.nn.Module, seed: int, scale: float = 0.2) -> d
     Random offsets exercise every parameter (a temperature of exactly 1 or a zero bias would hide
     a wiring error), float32-representable so both precisions start from the same numbers.
     """
+    with torch.random.fork_rng():  # initial values from ``seed``, not from whatever ran before
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in module.state_dict().items():
