@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-5
@@ -21,12 +22,13 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     weight, bias : Tensor
         (C,) affine parameters; ``bias=None`` selects the BiasFree variant.
     """
+    if bias is not None:
+        # torch's fused kernel on a (B, H, W, C) view: no copy for channels-last input, and 5-20x
+        # faster than composing mean and var (see docs/results.md, Speed).
+        out = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), weight, bias, EPS).permute(0, 3, 1, 2)
+        return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
     var = x.var(dim=1, keepdim=True, unbiased=False)  # (B, 1, H, W)
-    scale = weight[:, None, None] * torch.rsqrt(var + EPS)
-    if bias is None:
-        return x * scale
-    mu = x.mean(dim=1, keepdim=True)
-    return (x - mu) * scale + bias[:, None, None]
+    return x * (weight[:, None, None] * torch.rsqrt(var + EPS))
 
 
 class LayerNorm(nn.Module):
