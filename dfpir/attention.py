@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -22,12 +21,14 @@ def merge_heads(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def channel_logits(q: torch.Tensor, k: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Scaled cosine similarities between channels: (B, heads, c, HW) x2 -> (B, heads, c, c).
 
-    ``q`` and ``k`` are L2-normalised along the pixel axis (eps 1e-12, as ``F.normalize``), so every
-    logit is a cosine in [-1, 1] times the learnable per-head temperature.
+    Restormer L2-normalises ``q`` and ``k`` along the pixel axis (``F.normalize``, eps 1e-12) and
+    multiplies them; dividing the small (c x c) product by the two norms instead gives the same
+    cosines without rewriting the two large (c x HW) tensors. Every logit is a cosine in [-1, 1]
+    times the learnable per-head temperature.
     """
-    q = F.normalize(q, dim=-1)
-    k = F.normalize(k, dim=-1)
-    return (q @ k.transpose(-2, -1)) * temperature
+    q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)  # (B, heads, c, 1)
+    k_norm = torch.linalg.vector_norm(k, dim=-1).clamp_min(1e-12)  # (B, heads, c)
+    return (q @ k.transpose(-2, -1)) / (q_norm * k_norm[..., None, :]) * temperature
 
 
 def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ Every variant computes the same function as the plain model (tests compare them)
 - ``compile``: ``fast`` plus ``torch.compile``;
 - ``bf16``: ``fast`` under bfloat16 autocast (not bit-exact: about 2-3 significant digits);
 - ``original``: the original code's layout, kept only as the benchmark baseline: LayerNorm
-  through (B, HW, C) permutes and back, and the top-k mask built from zeros, ``scatter`` and
-  ``where``.
+  through (B, HW, C) permutes and back, q and k normalised before their product, and the top-k
+  mask built from zeros, ``scatter`` and ``where``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import layernorm, masked_attention
+import torch.nn.functional as F
+
+from . import attention, layernorm, masked_attention
 from .network import DFPIR
 
 VARIANTS = ("original", "plain", "fast", "compile", "bf16")
@@ -48,16 +50,22 @@ def masked_softmax_original_layout(logits: torch.Tensor, k: int) -> torch.Tensor
     return torch.where(mask > 0, logits, torch.full_like(logits, float("-inf"))).softmax(dim=-1)
 
 
+def channel_logits_original_layout(q: torch.Tensor, k: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """Transposed-attention logits as the original computes them: normalise q and k, then multiply."""
+    return (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * temperature
+
+
 @contextlib.contextmanager
 def original_layout() -> Iterator[None]:
     """Within this context every DFPIR module computes with the original code's layout."""
-    saved = layernorm.layer_norm, masked_attention.masked_softmax
+    saved = layernorm.layer_norm, masked_attention.masked_softmax, attention.channel_logits, masked_attention.channel_logits
     layernorm.layer_norm = layer_norm_original_layout
     masked_attention.masked_softmax = masked_softmax_original_layout
+    attention.channel_logits = masked_attention.channel_logits = channel_logits_original_layout
     try:
         yield
     finally:
-        layernorm.layer_norm, masked_attention.masked_softmax = saved
+        layernorm.layer_norm, masked_attention.masked_softmax, attention.channel_logits, masked_attention.channel_logits = saved
 
 
 def prepare(model: DFPIR, variant: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

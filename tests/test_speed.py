@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import dfpir
-from dfpir import layernorm, masked_attention
-from dfpir.speed import layer_norm_original_layout, masked_softmax_original_layout, original_layout, prepare
+from dfpir import attention, layernorm, masked_attention
+from dfpir.speed import channel_logits_original_layout, layer_norm_original_layout, masked_softmax_original_layout, original_layout, prepare
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -34,6 +34,8 @@ def test_original_layout_helpers_match_ours_and_the_context_restores():
     torch.testing.assert_close(layer_norm_original_layout(x, w, None), layernorm.layer_norm(x, w, None))
     logits = torch.randn(2, 3, 10, 10)
     torch.testing.assert_close(masked_softmax_original_layout(logits, 9), masked_attention.masked_softmax(logits, 9))
+    q, k, temp = torch.randn(2, 3, 5, 40), torch.randn(2, 3, 5, 40), torch.rand(3, 1, 1)
+    torch.testing.assert_close(channel_logits_original_layout(q, k, temp), attention.channel_logits(q, k, temp))
     before = layernorm.layer_norm
     with original_layout():
         assert layernorm.layer_norm is layer_norm_original_layout
