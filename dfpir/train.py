@@ -332,7 +332,11 @@ class Trainer:
             )
         if cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.joint.parameters(), cfg.optim.grad_clip)
+            # Clipped separately: with one joint norm, the classifier's (large) gradients would
+            # shrink the restorer's steps.
+            for part in (self.joint.restorer, self.joint.classifier):
+                if part is not None:
+                    nn.utils.clip_grad_norm_(part.parameters(), cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

@@ -106,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The recipe of the shipped weights (dfpir/weights/demo.safetensors): the demo, trained longer.
     "weights": {
         "optim": {"lr": 1e-3, "warmup_steps": 100, "min_lr": 1e-5, "grad_clip": 1.0},
-        "train": {"steps": 2500, "ema_decay": 0.995, "val_every": 500, "ckpt_every": 250, "out_dir": "runs/weights", "threads": 1},
+        "train": {"steps": 2500, "ema_decay": 0.995, "val_every": 500, "ckpt_every": 250, "out_dir": "runs/weights"},
     },
     # The paper's recipe (spec: L1, Adam 1e-4, batch 5, patch 128, ~80 epochs on one GPU).
     # Deviations: a validation split instead of test-set selection; steps instead of epochs.
