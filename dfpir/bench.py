@@ -132,8 +132,19 @@ def bench_compare(preset: str, size: int, batch: int, variants: list[str], round
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.bench [suite] [options]``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["restore"]:  # its own options: python -m dfpir.bench restore --help
+        from .bench_restore import main as restore_main
+
+        return restore_main(argv[1:])
+    if argv[:1] == ["reference"]:
+        from .bench_reference import main as reference_main
+
+        reference_main()
+        return 0
     p = argparse.ArgumentParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "restore", "reference"])
+    p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare"],
+                   help="forward, train or compare (restore and reference take their own options)")
     p.add_argument("--presets", nargs="+", default=["tiny", "small", "paper"])
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -143,18 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--json", type=Path, help="also write the numbers here")
-    args, rest = p.parse_known_args(argv)
-    if args.suite == "restore":
-        from .bench_restore import main as restore_main
-
-        return restore_main(rest)
-    if args.suite == "reference":
-        from .bench_reference import main as reference_main
-
-        reference_main()
-        return 0
-    if rest:
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
