@@ -10,7 +10,14 @@ FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "officia
 
 
 def load_fixture(path: Path = FIXTURE) -> dict:
-    """The official fixture split into state dict, constructor kwargs and arrays."""
+    """The official fixture split into state dict, constructor kwargs and arrays.
+
+    Skips the calling test when the project's ``shared/`` folder is not beside the checkout.
+    """
+    if not path.exists():
+        import pytest
+
+        pytest.skip(f"official fixture not found at {path} (shared/ must sit beside the checkout)")
     with np.load(path, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
     return {
