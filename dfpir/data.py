@@ -154,14 +154,6 @@ def dihedral(image: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def center_crop_multiple(image: np.ndarray, multiple: int = 16) -> np.ndarray:
-    """Centre-crop (H, W, C) to multiples of ``multiple`` (the original's evaluation protocol)."""
-    h, w = image.shape[:2]
-    nh, nw = h - h % multiple, w - w % multiple
-    top, left = (h - nh) // 2, (w - nw) // 2
-    return image[top : top + nh, left : left + nw]
-
-
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) array -> (3, H, W) float32 tensor."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))

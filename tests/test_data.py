@@ -126,7 +126,9 @@ def test_dihedral_gives_eight_distinct_transforms_and_identity_first():
 
 
 def test_center_crop_multiple():
-    assert data.center_crop_multiple(np.zeros((35, 50, 3)), 16).shape == (32, 48, 3)
+    from dfpir.metrics import centre_crop_multiple
+
+    assert centre_crop_multiple(np.zeros((35, 50, 3)), 16).shape == (32, 48, 3)
 
 
 # --------------------------------------------------------------------------- built-in photos
