@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--variant", default="fast", choices=VARIANTS)
-    p.add_argument("--variants", nargs="+", default=["original", "plain", "fast"], help="for compare")
+    p.add_argument("--variants", nargs="+", default=["original", "plain", "fast", "fused"], help="for compare")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import fused
 from .feedforward import GDFN
 from .layernorm import LayerNorm
 from .masked_attention import MaskedCrossAttention
@@ -36,6 +37,9 @@ class DGPB(nn.Module):
         Top-k mask ratio.
     """
 
+    #: Run :mod:`dfpir.fused`'s strip kernels when no gradient is needed (see ``fused.enable``).
+    fused: bool = False
+
     def __init__(
         self,
         channels: int,
@@ -57,6 +61,10 @@ class DGPB(nn.Module):
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Features (B, C, H, W) and prompt embeddings (B, prompt_dim) -> (B, C, H, W)."""
+        if self.fused and not torch.is_grad_enabled():
+            q = fused.perturbation(self.perturb, x, prompt)
+            a = fused.masked_cross_attention(self.attn, q, self.norm_q, x, self.norm_kv)
+            return fused.gdfn(self.norm_ffn, self.ffn, a)
         q = self.perturb(x, prompt)  # (B, C, H, W)
         a = self.attn(self.norm_q(q), self.norm_kv(x))
         return a + self.ffn(self.norm_ffn(a))

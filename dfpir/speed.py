@@ -3,8 +3,9 @@
 Every variant computes the same function as the plain model (tests compare them):
 
 - ``plain``: the model as written (channels-first, eval mode, ``torch.no_grad``);
-- ``fast``: channels-last memory format and ``torch.inference_mode`` (the default of
-  ``python -m dfpir.restore``);
+- ``fast``: channels-last memory format and ``torch.inference_mode``;
+- ``fused``: ``fast`` with :mod:`dfpir.fused`'s strip kernels in every transformer block and
+  DGPB (the default of ``python -m dfpir.restore``);
 - ``compile``: ``fast`` plus ``torch.compile``;
 - ``bf16``: ``fast`` under bfloat16 autocast (not bit-exact: about 2-3 significant digits);
 - ``original``: the original code's layout, kept only as the benchmark baseline: LayerNorm
@@ -21,10 +22,10 @@ import torch
 
 import torch.nn.functional as F
 
-from . import attention, layernorm, masked_attention
+from . import attention, fused, layernorm, masked_attention
 from .network import DFPIR
 
-VARIANTS = ("original", "plain", "fast", "compile", "bf16")
+VARIANTS = ("original", "plain", "fast", "fused", "compile", "bf16")
 
 
 def layer_norm_original_layout(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -71,11 +72,13 @@ def original_layout() -> Iterator[None]:
 def prepare(model: DFPIR, variant: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A callable ``f(image, prompt)`` running ``model`` in ``variant`` (see :data:`VARIANTS`).
 
-    ``fast``, ``compile`` and ``bf16`` convert ``model`` to channels-last in place.
+    ``fast``, ``fused``, ``compile`` and ``bf16`` convert ``model`` to channels-last in place;
+    ``fused`` switches its blocks to the fused kernels, every other variant switches them back.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     model.eval()
+    fused.enable(model, variant in ("fused", "compile"))
     if variant in ("plain", "original"):
         def run(image: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
             ctx = original_layout() if variant == "original" else contextlib.nullcontext()

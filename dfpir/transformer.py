@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import fused
 from .attention import MDTA
 from .feedforward import GDFN
 from .layernorm import LayerNorm
@@ -12,6 +13,9 @@ from .layernorm import LayerNorm
 
 class TransformerBlock(nn.Module):
     """``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``, with two separate LayerNorms."""
+
+    #: Run :mod:`dfpir.fused`'s strip kernels when no gradient is needed (see ``fused.enable``).
+    fused: bool = False
 
     def __init__(self, channels: int, heads: int, expansion: float, bias: bool, with_bias_norm: bool) -> None:
         super().__init__()
@@ -22,6 +26,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x + MDTA(LN(x))``, then ``x + GDFN(LN(x))``; shape unchanged."""
+        if self.fused and not torch.is_grad_enabled():
+            return fused.gdfn(self.norm2, self.ffn, fused.mdta(self.norm1, self.attn, x))
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 

@@ -1,0 +1,245 @@
+"""Fused inference kernels: the same blocks, computed in row strips that stay in cache.
+
+At full resolution a block's hidden tensors are far larger than the CPU's caches (the ``paper``
+preset's GDFN at 256 x 256 holds 510 x 65,536 floats, 134 MB), so the plain block streams each
+one to memory and back between every two ops. Here the blocks run strip by strip: a few rows
+(plus a one-row halo for the 3x3 depthwise convolutions) go through LayerNorm, the 1x1 and
+depthwise convolutions and the gate while they are still in cache. The arithmetic is the plain
+model's, operation for operation, except where noted:
+
+- the GDFN's ``project_in`` is applied as two convolutions (``h1`` and ``h2``) so that each half
+  is a contiguous tensor (elementwise kernels on a channel slice of a channels-last tensor are
+  several times slower);
+- the attention logits come from a Gram matrix accumulated over the strips: one matrix product
+  gives ``q k^T`` and the squared norms of ``q`` and ``k`` (its diagonal), so ``q`` and ``k`` are
+  never kept whole and never normalised;
+- ``project_out(attn @ v)`` is one product ``v @ (W_out attn)^T``: the small (C x C) matrix
+  ``W_out attn`` is formed first, which saves a full-resolution pass.
+
+Results equal the plain path up to float rounding (``tests/test_fused.py``: within 1e-4 on the
+``paper`` preset). Only used under ``torch.no_grad`` / inference mode: training keeps the plain
+modules, whose backward torch derives.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .layernorm import LayerNorm, layer_norm
+
+#: Bytes of one strip's widest hidden tensor; 16 MB measured fastest on a 2-core Xeon (48 MB L3).
+STRIP_BYTES = 16 * 2**20
+
+
+def strip_rows(width: int, channels: int, height: int) -> int:
+    """Rows per strip so that a (channels, rows, width) float32 tensor is about STRIP_BYTES."""
+    rows = max(4, STRIP_BYTES // (4 * channels * width))
+    return height if rows * 2 > height else rows
+
+
+def strips(height: int, rows: int):
+    """``(r0, r1, a, b, keep)`` for each strip: its rows ``[r0, r1)``, with the halo ``[a, b)``, and
+    ``keep``, where rows ``[r0, r1)`` lie within the halo strip."""
+    for r0 in range(0, height, rows):
+        r1 = min(r0 + rows, height)
+        a, b = max(r0 - 1, 0), min(r1 + 1, height)
+        yield r0, r1, a, b, slice(r0 - a, r1 - a)
+
+
+def norm(module: LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """The module's LayerNorm, as a function."""
+    return layer_norm(x, module.weight, module.bias)
+
+
+def channels(conv: torch.nn.Conv2d, index: slice | torch.Tensor = slice(None)) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A convolution's weight and bias restricted to the output channels ``index``."""
+    return conv.weight[index], None if conv.bias is None else conv.bias[index]
+
+
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution."""
+    return F.conv2d(x, weight, bias)
+
+
+def dwconv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, keep: slice) -> torch.Tensor:
+    """3x3 depthwise conv of a strip that carries its halo rows.
+
+    Zero padding on all sides, as the whole-image convolution has; only the output rows ``keep``
+    are returned, so a halo row's output (which would wrongly see the padding) is dropped, and at
+    the image's top and bottom edges the padding is exactly the whole image's.
+    """
+    return F.conv2d(x, weight, bias, padding=1, groups=x.shape[1])[:, :, keep]
+
+
+def store(buffer: torch.Tensor | None, strip: torch.Tensor, r0: int, height: int) -> torch.Tensor:
+    """Put ``strip`` at rows ``r0:`` of a (B, C, height, W) channels-last buffer, allocated on the
+    first call (``buffer=None``); a strip that already is the whole image is returned as it is."""
+    b, c, rows, w = strip.shape
+    if buffer is None:
+        if rows == height:
+            return strip
+        buffer = torch.empty(b, c, height, w, dtype=strip.dtype, device=strip.device, memory_format=torch.channels_last)
+    buffer[:, :, r0:r0 + rows] = strip
+    return buffer
+
+
+def pixel_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) channels-last -> (B, H*W, C) without a copy."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+def gdfn(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
+    """``x + ffn(block_norm(x))`` for a :class:`~dfpir.feedforward.GDFN`, in strips."""
+    b, c, h, w = x.shape
+    hidden = ffn.project_out.weight.shape[1]
+    first, second = slice(0, hidden), slice(hidden, 2 * hidden)
+    out = None
+    for r0, r1, a, bottom, keep in strips(h, strip_rows(w, hidden, h)):
+        n = norm(block_norm, x[:, :, a:bottom])  # (B, C, rows + halo, W)
+        h1 = dwconv(conv1x1(n, *channels(ffn.project_in, first)), *channels(ffn.dwconv, first), keep)
+        h2 = dwconv(conv1x1(n, *channels(ffn.project_in, second)), *channels(ffn.dwconv, second), keep)
+        # (B, rows, W, hidden) views are contiguous, which the fast elementwise kernels need
+        gate = F.gelu(h1.permute(0, 2, 3, 1)).mul_(h2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        out = store(out, F.conv2d(gate, ffn.project_out.weight, ffn.project_out.bias).add_(x[:, :, r0:r1]), r0, h)
+    return out
+
+
+def head_pairs(channels: int, heads: int) -> torch.Tensor:
+    """Channel order putting each head's ``q`` channels next to its ``k`` channels.
+
+    ``[q, k]`` (2C channels, q first) reordered to ``[q_1, k_1, q_2, k_2, ...]``, so that a strip
+    seen as (pixels, heads, 2c) holds every head's ``X = [q_h | k_h]`` as a contiguous block.
+    """
+    per = channels // heads
+    q = torch.arange(channels).view(heads, per)
+    return torch.cat([q, q + channels], dim=1).flatten()  # (2C,)
+
+
+def accumulate_gram(gram: torch.Tensor, qk: torch.Tensor, heads: int) -> None:
+    """``gram += X^T X`` per head, ``X = [q_h | k_h]`` the strip's pixels by 2c channels.
+
+    ``gram``: (B, heads, 2c, 2c); ``qk``: (B, 2C, rows, W) channels-last, in :func:`head_pairs`
+    order.
+    """
+    x = pixel_major(qk)  # (B, HW, 2C): a view
+    if heads > 1:
+        x = x.unflatten(2, (heads, -1)).transpose(1, 2)  # (B, heads, HW, 2c)
+    else:
+        x = x[:, None]
+    gram.add_(x.transpose(-2, -1) @ x)
+
+
+def logits_from_gram(gram: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """(B, heads, 2c, 2c) Gram -> (B, heads, c, c) cosine logits times the temperature.
+
+    The same quantity as :func:`dfpir.attention.channel_logits`: ``q k^T`` divided by the norms
+    of ``q`` and ``k`` (eps 1e-12), read off the Gram matrix's blocks and diagonal.
+    """
+    per = gram.shape[-1] // 2
+    sq = gram.diagonal(dim1=-2, dim2=-1)  # (B, heads, 2c) squared norms
+    q_norm = sq[..., :per].sqrt().clamp_min(1e-12)
+    k_norm = sq[..., per:].sqrt().clamp_min(1e-12)
+    return gram[..., :per, per:] / (q_norm[..., :, None] * k_norm[..., None, :]) * temperature
+
+
+def fold_project_out(weight: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """``W_out`` (C, C, 1, 1) and per-head ``attn`` (B, heads, c, c) -> (B, C, C) ``W_out attn``.
+
+    ``project_out(concat_h(attn_h @ v_h)) = (W_out blockdiag(attn)) @ v``.
+    """
+    b, heads, per, _ = attn.shape
+    w = weight.flatten(1).unflatten(1, (heads, per))  # (C_out, heads, c)
+    return torch.einsum("ohi,bhij->bohj", w, attn).flatten(2)  # (B, C_out, C)
+
+
+def project(v: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
+    """``residual + matrix @ v (+ bias)`` at every pixel: (B, C, H, W) -> (B, C_out, H, W) channels-last.
+
+    ``matrix``: (B, C_out, C), one per sample; ``bias``: (C_out,) or (B, C_out).
+    """
+    b, _, h, w = v.shape
+    base = pixel_major(residual) if residual is not None else None
+    vp = pixel_major(v)  # (B, HW, C)
+    if base is None:
+        out = vp @ matrix.transpose(1, 2)
+    else:
+        out = torch.baddbmm(base, vp, matrix.transpose(1, 2))
+    if bias is not None:
+        out = out + (bias[:, None, :] if bias.dim() == 2 else bias)  # per sample (B, C) or shared (C,)
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, C_out, H, W), channels-last strides
+
+
+def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
+    """``x + attn(block_norm(x))`` for an :class:`~dfpir.attention.MDTA`, in strips."""
+    b, c, h, w = x.shape
+    heads = attn.heads
+    pairs = head_pairs(c, heads).to(x.device)
+    rows_v = slice(2 * c, 3 * c)
+    conv_qk, dw_qk = channels(attn.qkv, pairs), channels(attn.qkv_dwconv, pairs)  # q and k by one conv
+    conv_v, dw_v = channels(attn.qkv, rows_v), channels(attn.qkv_dwconv, rows_v)
+    v_all = None
+    gram = torch.zeros(b, heads, 2 * c // heads, 2 * c // heads, dtype=x.dtype, device=x.device)
+    for r0, r1, a, bottom, keep in strips(h, strip_rows(w, 2 * c, h)):
+        n = norm(block_norm, x[:, :, a:bottom])
+        qk = dwconv(conv1x1(n, *conv_qk), *dw_qk, keep)  # (B, 2C, rows, W)
+        v_all = store(v_all, dwconv(conv1x1(n, *conv_v), *dw_v, keep), r0, h)
+        accumulate_gram(gram, qk, heads)
+    weights = logits_from_gram(gram, attn.temperature).softmax(dim=-1)  # (B, heads, c, c)
+    return project(v_all, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, x)
+
+
+def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context: torch.Tensor, norm_kv: LayerNorm) -> torch.Tensor:
+    """``attn(norm_q(query), norm_kv(context))`` for a
+    :class:`~dfpir.masked_attention.MaskedCrossAttention`, in strips."""
+    from .masked_attention import masked_softmax
+
+    b, c, h, w = query.shape
+    heads = attn.heads
+    pairs = head_pairs(c, heads).to(query.device)
+    rows_k, rows_v = slice(0, c), slice(c, 2 * c)
+    conv_k, dw_k = channels(attn.kv, rows_k), channels(attn.kv_dwconv, rows_k)
+    conv_v, dw_v = channels(attn.kv, rows_v), channels(attn.kv_dwconv, rows_v)
+    v_all = None
+    gram = torch.zeros(b, heads, 2 * c // heads, 2 * c // heads, dtype=query.dtype, device=query.device)
+    for r0, r1, a, bottom, keep in strips(h, strip_rows(w, 2 * c, h)):
+        q = dwconv(conv1x1(norm(norm_q, query[:, :, a:bottom]), *channels(attn.q)), *channels(attn.q_dwconv), keep)
+        n = norm(norm_kv, context[:, :, a:bottom])
+        k = dwconv(conv1x1(n, *conv_k), *dw_k, keep)
+        v_all = store(v_all, dwconv(conv1x1(n, *conv_v), *dw_v, keep), r0, h)
+        qk = torch.cat([q, k], dim=1)  # (B, 2C, rows, W)
+        accumulate_gram(gram, qk if heads == 1 else qk[:, pairs], heads)
+    weights = masked_softmax(logits_from_gram(gram, attn.temperature), attn.k) * attn.scale
+    return project(v_all, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, None)
+
+
+def perturbation(module, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """A :class:`~dfpir.perturbation.ChannelPerturbation` as one (C x C) matrix per sample.
+
+    ``reduce(shuffle(expand(x)))`` is linear in ``x``: with ``e = W_e x + b_e`` and
+    ``shuffled[i] = e[order[i]]``, it equals ``W_r[:, inv] W_e x + W_r[:, inv] b_e + b_r`` where
+    ``inv`` undoes ``order``. One C x C product replaces two C x 2C convolutions and the gather.
+    (The learnable mode's straight-through gate is exactly 1 in the forward pass.)
+    """
+    from .perturbation import inverse_order
+
+    inv = inverse_order(module.order(prompt))  # (B, 2C)
+    w_r = module.reduce.weight.flatten(1)  # (C, 2C)
+    w_shuffled = w_r[:, inv].permute(1, 0, 2)  # (B, C, 2C): W_r[:, inv[b]]
+    matrix = w_shuffled @ module.expand.weight.flatten(1)  # (B, C, C)
+    bias = w_shuffled @ module.expand.bias + module.reduce.bias  # (B, C)
+    return project(x, matrix, bias, None)
+
+
+def enable(model: torch.nn.Module, on: bool = True) -> torch.nn.Module:
+    """Switch every transformer block and DGPB of ``model`` to (or back from) the fused kernels.
+
+    They take effect only when no gradient is recorded (``torch.no_grad``/``inference_mode``).
+    """
+    from .dgpb import DGPB
+    from .transformer import TransformerBlock
+
+    for module in model.modules():
+        if isinstance(module, (TransformerBlock, DGPB)):
+            module.fused = on
+    return model

@@ -1,0 +1,148 @@
+"""The fused strip kernels (dfpir.fused) compute what the plain modules compute."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dfpir
+import reference
+from dfpir import fused
+from dfpir.perturbation import ChannelPerturbation
+from dfpir.speed import prepare
+from .reference_registry import perturbed_state
+
+
+def model_with(seed: int = 0, dtype=torch.float32, **overrides) -> dfpir.DFPIR:
+    """A small DFPIR whose every parameter is moved off its initial value."""
+    cfg = dfpir.get_config("tiny", dim=8, prompt_dim=16, **overrides)
+    model = dfpir.DFPIR(cfg)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in perturbed_state(model, seed, scale=0.1).items()})
+    return model.to(dtype).eval()
+
+
+def run(model: dfpir.DFPIR, image: torch.Tensor, prompt: torch.Tensor, on: bool) -> torch.Tensor:
+    fused.enable(model, on)
+    with torch.no_grad():
+        return model(image, prompt)
+
+
+@pytest.fixture
+def small_strips(monkeypatch):
+    """Strips of a few rows, so that every block runs several strips and their halos."""
+    monkeypatch.setattr(fused, "STRIP_BYTES", 4 * 8 * 16 * 3)
+
+
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    batch=st.integers(1, 2),
+    strip_bytes=st.sampled_from([1, 600, 3000, 2**30]),
+    seed=st.integers(0, 3),
+)
+def test_fused_matches_plain_on_any_size_and_strip(h, w, batch, strip_bytes, seed):
+    model = model_with(seed)
+    image = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    prompt = torch.randn(batch, 16, generator=torch.Generator().manual_seed(seed + 1))  # one prompt each
+    plain = run(model, image, prompt, False)
+    saved, fused.STRIP_BYTES = fused.STRIP_BYTES, strip_bytes
+    try:
+        out = run(model, image, prompt, True)
+    finally:
+        fused.STRIP_BYTES = saved
+    err = (out - plain).abs().max().item()
+    assert err < 1e-5, f"max abs diff {err:.3g}"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"bias": True},
+        {"layernorm_type": "BiasFree"},
+        {"use_dgpb": False},
+        {"guidance": "learnable"},
+        {"heads": (2, 2, 4, 8)},
+    ],
+    ids=["tiny", "bias", "biasfree", "restormer", "learnable", "heads"],
+)
+def test_fused_matches_the_reference_in_float64(overrides, small_strips):
+    """Float64 through the whole network: the fused algebra is the model's, to 1e-10."""
+    model = model_with(1, torch.float64, **overrides)
+    params = {k: v.numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(2)
+    image, prompt = rng.random((2, 3, 19, 13)), rng.standard_normal((2, 16))
+    expected = reference.dfpir_forward(params, image, prompt, dataclasses.asdict(model.config))
+    out = run(model, torch.from_numpy(image), torch.from_numpy(prompt), True).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_variant_matches_plain_on_channels_first_and_last_input(small_strips):
+    model = model_with(3)
+    image, prompt = torch.rand(1, 3, 24, 32), torch.randn(1, 16)
+    plain = run(model, image, prompt, False)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = run(model.to(memory_format=layout), image.contiguous(memory_format=layout), prompt, True)
+        assert (out - plain).abs().max().item() < 1e-5
+
+
+def test_fused_kernels_are_not_used_when_gradients_are_recorded(monkeypatch):
+    model = model_with(4)
+    fused.enable(model)
+    monkeypatch.setattr(fused, "gdfn", lambda *a: pytest.fail("fused kernel used under autograd"))
+    out = model(torch.rand(1, 3, 16, 16), torch.randn(1, 16))
+    out.sum().backward()
+    assert model.embed.weight.grad is not None
+
+
+def test_prepare_switches_the_fused_kernels_on_and_off():
+    model = model_with(5)
+    prepare(model, "fused")
+    assert all(b.fused for b in model.modules() if hasattr(b, "fused"))
+    prepare(model, "fast")
+    assert not any(b.fused for b in model.modules() if hasattr(b, "fused"))
+
+
+@pytest.mark.parametrize("height, rows", [(1, 4), (7, 3), (12, 4), (13, 5)])
+def test_strips_cover_every_row_once_with_a_one_row_halo(height, rows):
+    seen = []
+    for r0, r1, a, b, keep in fused.strips(height, rows):
+        assert a == max(r0 - 1, 0) and b == min(r1 + 1, height)
+        assert list(range(a, b))[keep] == list(range(r0, r1))
+        seen += range(r0, r1)
+    assert seen == list(range(height))
+
+
+@pytest.mark.parametrize("channels, heads", [(4, 1), (8, 2), (12, 4)])
+def test_head_pairs_put_each_heads_q_beside_its_k(channels, heads):
+    order = fused.head_pairs(channels, heads).tolist()
+    per = channels // heads
+    assert sorted(order) == list(range(2 * channels))
+    for h in range(heads):
+        block = order[2 * per * h: 2 * per * (h + 1)]
+        assert block == list(range(h * per, (h + 1) * per)) + list(range(channels + h * per, channels + (h + 1) * per))
+
+
+def test_gram_logits_equal_channel_logits():
+    from dfpir.attention import channel_logits, split_heads
+
+    q, k = torch.randn(2, 8, 5, 6, dtype=torch.float64), torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    temperature = torch.rand(2, 1, 1, dtype=torch.float64)
+    gram = torch.zeros(2, 2, 8, 8, dtype=torch.float64)
+    fused.accumulate_gram(gram, torch.cat([q, k], 1)[:, fused.head_pairs(8, 2)], 2)
+    expected = channel_logits(split_heads(q, 2), split_heads(k, 2), temperature)
+    torch.testing.assert_close(fused.logits_from_gram(gram, temperature), expected)
+
+
+@pytest.mark.parametrize("guidance", ["faithful", "learnable"])
+def test_perturbation_as_one_matrix_equals_the_module(guidance):
+    torch.manual_seed(0)
+    module = ChannelPerturbation(6, 16, guidance).double()
+    x, prompt = torch.randn(3, 6, 5, 4, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.perturbation(module, x, prompt), module(x, prompt))
