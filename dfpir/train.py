@@ -86,16 +86,33 @@ def build_data(cfg: TrainConfig, length: int):
 
     d = cfg.data
     if d.layout == "builtin":
-        train_set = data.SyntheticDataset(data.builtin_photos("train"), d.degradations, d.patch_size, length, cfg.train.seed)
+        train_set = data.SyntheticDataset(
+            data.builtin_photos("train"), d.degradations, d.patch_size, length, cfg.train.seed, d.ratios or None
+        )
         val_images = data.builtin_photos("val")
     else:
         if not d.root:
             raise UserError(f"data.layout={d.layout} needs data.root=FOLDER")
-        train_set = data.build_dataset(d.layout, d.root, "train", d.patch_size, degradations=d.degradations, seed=cfg.train.seed)
+        train_set = data.build_dataset(d.layout, d.root, "train", d.patch_size, degradations=d.degradations, seed=cfg.train.seed, ratios=d.ratios or None)
         # A held-out split, never the test sets: the built-in photos give a small, fixed one.
         val_images = data.builtin_photos("val")
     val = data.validation_set(val_images, d.degradations, d.val_crop, d.val_patches_per_image, cfg.train.seed + 1)
     return train_set, val
+
+
+def restoration_loss(restored: torch.Tensor, target: torch.Tensor, fft_weight: float = 0.0) -> torch.Tensor:
+    """Pixel L1 (the paper's loss), plus ``fft_weight`` times an L1 on the spectrum.
+
+    The spectral term compares the real and imaginary parts of the orthonormal 2-D FFT, so every
+    frequency counts alike: the pixel L1 alone is dominated by the large, low-frequency errors of
+    noise and haze, and barely rewards the fine detail that deblurring must bring back.
+    """
+    loss = F.l1_loss(restored, target)
+    if fft_weight:
+        # (B, C, H, W//2+1) complex -> (B, C, H, W//2+1, 2) real
+        spectrum = torch.view_as_real(torch.fft.rfft2(restored - target, norm="ortho"))
+        loss = loss + fft_weight * spectrum.abs().mean()
+    return loss
 
 
 def batch_indices(step: int, micro: int, accum: int, dist: Dist) -> list[list[int]]:
@@ -320,7 +337,7 @@ class Trainer:
             prompt = self.restorer.embed_prompts(batch["degradation"])
             with autocast(self.device, cfg.train.precision):
                 restored, logits = self.module(image, prompt)
-                loss = F.l1_loss(restored.float(), target)
+                loss = restoration_loss(restored.float(), target, cfg.optim.fft_weight)
                 if logits is not None:
                     loss = loss + 0.1 * F.cross_entropy(logits.float(), batch["label"].to(self.device))
             self.scaler.scale(loss / cfg.optim.accum_steps).backward()
