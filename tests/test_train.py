@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +88,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["--preset", "7task"], "unknown training preset '7task'"),
         (['data.degradations=["snow"]'], "unknown degradation 'snow'"),
         (["train.out_dir=/proc/forbidden"], "cannot write to output folder"),
+        (["data.ratios=[1, 2]"], "data.ratios must be 7 non-negative numbers"),
+        (["data.ratios=[0, 0, 0, 0, 0, 0, 0]"], "data.ratios must be 7 non-negative numbers"),
+        (["data.ratios=[1, 1, 1, 1, 1, -1, 1]"], "data.ratios must be 7 non-negative numbers"),
+        (["optim.fft_weight=-0.5"], "optim.fft_weight must be >= 0"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args, message, capsys):
@@ -118,3 +123,22 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         # All-reduce sums gradients in another order than one process does: rounding only.
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_ratios_set_each_degradations_share_of_the_training_samples(tmp_path):
+    cfg = quick(tmp_path, "data.ratios=[1, 3, 0]")
+    train_set, _ = train.build_data(cfg, length=400)
+    names = [train_set[i]["degradation"] for i in range(len(train_set))]
+    assert names.count("lowlight") == 0
+    assert names.count("rain") == 3 * names.count("noise25")
+
+
+def test_spectral_loss_is_the_mean_abs_of_the_orthonormal_spectrum():
+    torch.manual_seed(0)
+    restored, target = torch.rand(2, 3, 8, 6), torch.rand(2, 3, 8, 6)
+    pixel = (restored - target).abs().mean()
+    assert torch.equal(train.restoration_loss(restored, target), pixel)
+    spectrum = np.fft.rfft2((restored - target).double().numpy(), norm="ortho")  # (2, 3, 8, 4)
+    expected = pixel.item() + 0.5 * np.mean(np.abs(np.stack([spectrum.real, spectrum.imag], -1)))
+    assert train.restoration_loss(restored, target, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    assert train.restoration_loss(target, target, 0.5).item() == 0
