@@ -23,6 +23,8 @@ modules, whose backward torch derives.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -119,15 +121,22 @@ def head_pairs(channels: int, heads: int) -> torch.Tensor:
 def accumulate_gram(gram: torch.Tensor, qk: torch.Tensor, heads: int) -> None:
     """``gram += X^T X`` per head, ``X = [q_h | k_h]`` the strip's pixels by 2c channels.
 
-    ``gram``: (B, heads, 2c, 2c); ``qk``: (B, 2C, rows, W) channels-last, in :func:`head_pairs`
-    order.
+    ``gram``: (B, heads, 2c, 2c), float32 or float64; ``qk``: (B, 2C, rows, W) channels-last, in
+    :func:`head_pairs` order. Half-precision features are summed in float32: squared norms over
+    a whole image overflow float16 and lose most of their digits in bfloat16.
     """
     x = pixel_major(qk)  # (B, HW, 2C): a view
-    if heads > 1:
-        x = x.unflatten(2, (heads, -1)).transpose(1, 2)  # (B, heads, HW, 2c)
-    else:
-        x = x[:, None]
-    gram.add_(x.transpose(-2, -1) @ x)
+    x = x.unflatten(2, (heads, -1)).transpose(1, 2) if heads > 1 else x[:, None]  # (B, heads, HW, 2c)
+    with torch.autocast(qk.device.type, enabled=False) if qk.device.type in ("cpu", "cuda") else contextlib.nullcontext():
+        x = x.to(gram.dtype)
+        gram.add_(x.transpose(-2, -1) @ x)
+
+
+def new_gram(like: torch.Tensor, channels: int, heads: int) -> torch.Tensor:
+    """A zero (B, heads, 2c, 2c) Gram accumulator: float64 for float64 features, else float32."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    per = 2 * channels // heads
+    return torch.zeros(like.shape[0], heads, per, per, dtype=dtype, device=like.device)
 
 
 def logits_from_gram(gram: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
@@ -179,13 +188,13 @@ def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
     conv_qk, dw_qk = channels(attn.qkv, pairs), channels(attn.qkv_dwconv, pairs)  # q and k by one conv
     conv_v, dw_v = channels(attn.qkv, rows_v), channels(attn.qkv_dwconv, rows_v)
     v_all = None
-    gram = torch.zeros(b, heads, 2 * c // heads, 2 * c // heads, dtype=x.dtype, device=x.device)
+    gram = new_gram(x, c, heads)
     for r0, r1, a, bottom, keep in strips(h, strip_rows(w, 2 * c, h)):
         n = norm(block_norm, x[:, :, a:bottom])
         qk = dwconv(conv1x1(n, *conv_qk), *dw_qk, keep)  # (B, 2C, rows, W)
         v_all = store(v_all, dwconv(conv1x1(n, *conv_v), *dw_v, keep), r0, h)
         accumulate_gram(gram, qk, heads)
-    weights = logits_from_gram(gram, attn.temperature).softmax(dim=-1)  # (B, heads, c, c)
+    weights = logits_from_gram(gram, attn.temperature.to(gram.dtype)).softmax(dim=-1).to(x.dtype)  # (B, heads, c, c)
     return project(v_all, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, x)
 
 
@@ -201,7 +210,7 @@ def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context
     conv_k, dw_k = channels(attn.kv, rows_k), channels(attn.kv_dwconv, rows_k)
     conv_v, dw_v = channels(attn.kv, rows_v), channels(attn.kv_dwconv, rows_v)
     v_all = None
-    gram = torch.zeros(b, heads, 2 * c // heads, 2 * c // heads, dtype=query.dtype, device=query.device)
+    gram = new_gram(query, c, heads)
     for r0, r1, a, bottom, keep in strips(h, strip_rows(w, 2 * c, h)):
         q = dwconv(conv1x1(norm(norm_q, query[:, :, a:bottom]), *channels(attn.q)), *channels(attn.q_dwconv), keep)
         n = norm(norm_kv, context[:, :, a:bottom])
@@ -209,7 +218,7 @@ def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context
         v_all = store(v_all, dwconv(conv1x1(n, *conv_v), *dw_v, keep), r0, h)
         qk = torch.cat([q, k], dim=1)  # (B, 2C, rows, W)
         accumulate_gram(gram, qk if heads == 1 else qk[:, pairs], heads)
-    weights = masked_softmax(logits_from_gram(gram, attn.temperature), attn.k) * attn.scale
+    weights = masked_softmax(logits_from_gram(gram, attn.temperature.to(gram.dtype)), attn.k).to(query.dtype) * attn.scale
     return project(v_all, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, None)
 
 

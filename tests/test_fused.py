@@ -146,3 +146,24 @@ def test_perturbation_as_one_matrix_equals_the_module(guidance):
     x, prompt = torch.randn(3, 6, 5, 4, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(fused.perturbation(module, x, prompt), module(x, prompt))
+
+
+def test_gram_of_half_precision_features_is_summed_in_float32():
+    qk = torch.full((1, 4, 64, 64), 8.0, dtype=torch.bfloat16)  # squared norm 262144: 8 bits of bf16 lose it
+    gram = fused.new_gram(qk, 2, 1)
+    fused.accumulate_gram(gram, qk, 1)
+    assert gram.dtype == torch.float32 and torch.all(gram == 64.0 * 64 * 64)
+
+
+def test_bfloat16_fused_is_as_accurate_as_plain_bfloat16(small_strips):
+    """In bf16 both paths round differently at every layer; the fused one must not be worse."""
+    torch.manual_seed(0)
+    model = dfpir.DFPIR(dfpir.get_config("tiny")).eval()
+    image = torch.rand(2, 3, 24, 20)
+    prompt = model.embed_prompts(["rain", "haze"])
+    exact = run(model, image, prompt, False)
+    model = model.to(torch.bfloat16)
+    half = image.to(torch.bfloat16), prompt.to(torch.bfloat16)
+    err_fused = (run(model, *half, True).float() - exact).abs().max().item()
+    err_plain = (run(model, *half, False).float() - exact).abs().max().item()
+    assert err_fused <= 1.5 * err_plain + 1e-3, (err_fused, err_plain)
