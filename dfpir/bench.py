@@ -1,10 +1,12 @@
-"""Benchmarks: ``python -m dfpir.bench [forward|train|compare|restore|reference] [options]``.
+"""Benchmarks: ``python -m dfpir.bench [forward|train|compare|profile|restore|reference] [options]``.
 
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
 - ``train``: time of one training step (forward, L1 loss, backward, Adam);
 - ``compare``: execution variants of :mod:`dfpir.speed` side by side in one process,
   alternating variant by variant for several rounds (these machines are noisy), with medians and
   ratios to the first variant;
+- ``profile``: where one forward pass of a variant spends its time, per torch operator
+  (``torch.profiler``), with each operator's share of the total;
 - ``restore``: tiled restoration of 1, 4 and 16 megapixels (delegates to ``dfpir.bench_restore``);
 - ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench_reference``).
 
@@ -130,6 +132,28 @@ def bench_compare(preset: str, size: int, batch: int, variants: list[str], round
     return rows
 
 
+def bench_profile(preset: str, size: int, batch: int, variant: str, device: torch.device, top: int = 15) -> list[dict]:
+    """Self time of each torch operator in one forward pass (after a warm-up), largest first."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    model = DFPIR(get_config(preset)).to(device)
+    run = prepare(model, variant)
+    image, prompt = inputs(model, batch, size, device)
+    run(image, prompt)  # warm-up
+    with profile() as prof:
+        run(image, prompt)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = []
+    print(f"{preset} {size}x{size} batch {batch}, variant {variant}: {total / 1e6:.3f} s of operator time")
+    for e in events[:top]:
+        share = e.self_cpu_time_total / total
+        rows.append(dict(op=e.key, calls=e.count, self_s=e.self_cpu_time_total / 1e6, share=share))
+        print(f"  {e.key:<34}{e.count:>7} calls{e.self_cpu_time_total / 1e6:>9.3f} s{share:>8.1%}", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.bench [suite] [options]``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -143,12 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         reference_main()
         return 0
     p = argparse.ArgumentParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare"],
-                   help="forward, train or compare (restore and reference take their own options)")
+    p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "profile"],
+                   help="forward, train, compare or profile (restore and reference take their own options)")
     p.add_argument("--presets", nargs="+", default=["tiny", "small", "paper"])
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--variant", default="fast", choices=VARIANTS)
+    p.add_argument("--variant", default="fused", choices=VARIANTS)
     p.add_argument("--variants", nargs="+", default=["original", "plain", "fast", "fused"], help="for compare")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -162,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_forward(args.presets, args.sizes, args.batches, args.variant, args.repeats, device)
     elif args.suite == "train":
         rows = bench_train(args.presets, args.sizes[0], args.batches[-1], args.repeats, device)
+    elif args.suite == "profile":
+        rows = bench_profile(args.presets[-1], args.sizes[0], args.batches[0], args.variant, device)
     else:
         rows = bench_compare(args.presets[-1], args.sizes[0], args.batches[0], args.variants, args.repeats, device)
     if args.json:
