@@ -107,13 +107,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The recipe of the shipped weights (dfpir/weights/demo.safetensors): the demo, trained longer,
     # with motion blur drawn 4x as often as each other degradation (40% of samples): with equal
-    # shares the tiny model learns nothing for blur in this budget (docs/results.md). One thread,
-    # so the machine's second core stays usable while it trains.
+    # shares the tiny model learns nothing for blur in this budget (docs/results.md).
     "weights": {
         "data": {"ratios": [1, 1, 1, 1, 1, 4, 1]},
         "optim": {"lr": 1e-3, "warmup_steps": 100, "min_lr": 1e-5, "grad_clip": 1.0},
-        "train": {"steps": 4500, "ema_decay": 0.995, "val_every": 500, "ckpt_every": 250, "out_dir": "runs/weights",
-                  "threads": 1},
+        "train": {"steps": 4500, "ema_decay": 0.995, "val_every": 500, "ckpt_every": 250, "out_dir": "runs/weights"},
     },
     # The paper's recipe (spec: L1, Adam 1e-4, batch 5, patch 128, ~80 epochs on one GPU).
     # Deviations: a validation split instead of test-set selection; steps instead of epochs.
