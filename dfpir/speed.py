@@ -6,7 +6,7 @@ Every variant computes the same function as the plain model (tests compare them)
 - ``fast``: channels-last memory format and ``torch.inference_mode``;
 - ``fused``: ``fast`` with :mod:`dfpir.fused`'s strip kernels in every transformer block and
   DGPB (the default of ``python -m dfpir.restore``);
-- ``compile``: ``fast`` plus ``torch.compile``;
+- ``compile``: ``fused`` plus ``torch.compile``;
 - ``bf16``: ``fast`` under bfloat16 autocast (not bit-exact: about 2-3 significant digits);
 - ``original``: the original code's layout, kept only as the benchmark baseline: LayerNorm
   through (B, HW, C) permutes and back, q and k normalised before their product, and the top-k
