@@ -16,20 +16,21 @@ model's, operation for operation, except where noted:
 - ``project_out(attn @ v)`` is one product ``v @ (W_out attn)^T``: the small (C x C) matrix
   ``W_out attn`` is formed first, which saves a full-resolution pass.
 
-Results equal the plain path up to float rounding (``tests/test_fused.py``: within 1e-4 on the
-``paper`` preset). Only used under ``torch.no_grad`` / inference mode: training keeps the plain
+Results equal the plain path up to float rounding (``tests/test_fused.py``: within 1e-5 of the
+plain model in float32, and of the NumPy reference to 1e-10 in float64). Only used under ``torch.no_grad`` / inference mode: training keeps the plain
 modules, whose backward torch derives.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
-from .layernorm import LayerNorm, layer_norm
+from .layernorm import LayerNorm
+from .masked_attention import masked_softmax
+from .perturbation import autocast_off, inverse_order
 
 #: Bytes of one strip's widest hidden tensor: of 2 to 32 MB, 16 MB ran the ``paper`` preset at
 #: 256 x 256 fastest on a 2-core Xeon with 48 MB of L3 cache (the differences were within 10%).
@@ -52,19 +53,9 @@ def strips(height: int, rows: int) -> Iterator[tuple[int, int, int, int, slice]]
         yield r0, r1, a, b, slice(r0 - a, r1 - a)
 
 
-def norm(module: LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """The module's LayerNorm, as a function."""
-    return layer_norm(x, module.weight, module.bias)
-
-
 def channels(conv: torch.nn.Conv2d, index: slice | torch.Tensor = slice(None)) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A convolution's weight and bias restricted to the output channels ``index``."""
     return conv.weight[index], None if conv.bias is None else conv.bias[index]
-
-
-def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A 1x1 convolution."""
-    return F.conv2d(x, weight, bias)
 
 
 def dwconv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, keep: slice) -> torch.Tensor:
@@ -96,17 +87,17 @@ def pixel_major(x: torch.Tensor) -> torch.Tensor:
 
 def gdfn(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
     """``x + ffn(block_norm(x))`` for a :class:`~dfpir.feedforward.GDFN`, in strips."""
-    b, c, h, w = x.shape
+    h, w = x.shape[-2:]
     hidden = ffn.project_out.weight.shape[1]
     first, second = slice(0, hidden), slice(hidden, 2 * hidden)
     out = None
     for r0, r1, a, bottom, keep in strips(h, strip_rows(w, hidden, h)):
-        n = norm(block_norm, x[:, :, a:bottom])  # (B, C, rows + halo, W)
-        h1 = dwconv(conv1x1(n, *channels(ffn.project_in, first)), *channels(ffn.dwconv, first), keep)
-        h2 = dwconv(conv1x1(n, *channels(ffn.project_in, second)), *channels(ffn.dwconv, second), keep)
+        n = block_norm(x[:, :, a:bottom])  # (B, C, rows + halo, W)
+        h1 = dwconv(F.conv2d(n, *channels(ffn.project_in, first)), *channels(ffn.dwconv, first), keep)
+        h2 = dwconv(F.conv2d(n, *channels(ffn.project_in, second)), *channels(ffn.dwconv, second), keep)
         # (B, rows, W, hidden) views are contiguous, which the fast elementwise kernels need
         gate = F.gelu(h1.permute(0, 2, 3, 1)).mul_(h2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        out = store(out, F.conv2d(gate, ffn.project_out.weight, ffn.project_out.bias).add_(x[:, :, r0:r1]), r0, h)
+        out = store(out, F.conv2d(gate, *channels(ffn.project_out)).add_(x[:, :, r0:r1]), r0, h)
     return out
 
 
@@ -130,7 +121,7 @@ def accumulate_gram(gram: torch.Tensor, qk: torch.Tensor, heads: int) -> None:
     """
     x = pixel_major(qk)  # (B, HW, 2C): a view
     x = x.unflatten(2, (heads, -1)).transpose(1, 2) if heads > 1 else x[:, None]  # (B, heads, HW, 2c)
-    with torch.autocast(qk.device.type, enabled=False) if qk.device.type in ("cpu", "cuda") else contextlib.nullcontext():
+    with autocast_off(qk.device.type):
         x = x.to(gram.dtype)
         gram.add_(x.transpose(-2, -1) @ x)
 
@@ -160,7 +151,7 @@ def fold_project_out(weight: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
 
     ``project_out(concat_h(attn_h @ v_h)) = (W_out blockdiag(attn)) @ v``.
     """
-    b, heads, per, _ = attn.shape
+    heads, per = attn.shape[1:3]
     w = weight.flatten(1).unflatten(1, (heads, per))  # (C_out, heads, c)
     return torch.einsum("ohi,bhij->bohj", w, attn).flatten(2)  # (B, C_out, C)
 
@@ -182,47 +173,58 @@ def project(v: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, re
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, C_out, H, W), channels-last strides
 
 
+def gram_and_values(height: int, width: int, channels: int, heads: int, like: torch.Tensor,
+                    strip: Callable[[int, int, slice], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-head Gram of ``[q | k]`` over the whole image, and ``v`` whole, built strip by strip.
+
+    ``strip(a, b, keep)`` computes the strip with halo rows ``[a, b)`` and returns its ``qk``
+    (B, 2C, rows, W) in :func:`head_pairs` order and ``v`` (B, C, rows, W), both cut to ``keep``.
+    """
+    gram = new_gram(like, channels, heads)
+    v_all = None
+    for r0, _, a, bottom, keep in strips(height, strip_rows(width, 2 * channels, height)):
+        qk, v = strip(a, bottom, keep)
+        accumulate_gram(gram, qk, heads)
+        v_all = store(v_all, v, r0, height)
+    return gram, v_all
+
+
 def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
     """``x + attn(block_norm(x))`` for an :class:`~dfpir.attention.MDTA`, in strips."""
-    b, c, h, w = x.shape
-    heads = attn.heads
-    pairs = head_pairs(c, heads).to(x.device)
+    c, h, w = x.shape[1:]
+    pairs = head_pairs(c, attn.heads).to(x.device)
     rows_v = slice(2 * c, 3 * c)
     conv_qk, dw_qk = channels(attn.qkv, pairs), channels(attn.qkv_dwconv, pairs)  # q and k by one conv
     conv_v, dw_v = channels(attn.qkv, rows_v), channels(attn.qkv_dwconv, rows_v)
-    v_all = None
-    gram = new_gram(x, c, heads)
-    for r0, r1, a, bottom, keep in strips(h, strip_rows(w, 2 * c, h)):
-        n = norm(block_norm, x[:, :, a:bottom])
-        qk = dwconv(conv1x1(n, *conv_qk), *dw_qk, keep)  # (B, 2C, rows, W)
-        v_all = store(v_all, dwconv(conv1x1(n, *conv_v), *dw_v, keep), r0, h)
-        accumulate_gram(gram, qk, heads)
+
+    def strip(a: int, b: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        n = block_norm(x[:, :, a:b])
+        return dwconv(F.conv2d(n, *conv_qk), *dw_qk, keep), dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
+
+    gram, v = gram_and_values(h, w, c, attn.heads, x, strip)
     weights = logits_from_gram(gram, attn.temperature.to(gram.dtype)).softmax(dim=-1).to(x.dtype)  # (B, heads, c, c)
-    return project(v_all, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, x)
+    return project(v, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, x)
 
 
 def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context: torch.Tensor, norm_kv: LayerNorm) -> torch.Tensor:
     """``attn(norm_q(query), norm_kv(context))`` for a
     :class:`~dfpir.masked_attention.MaskedCrossAttention`, in strips."""
-    from .masked_attention import masked_softmax
-
-    b, c, h, w = query.shape
-    heads = attn.heads
-    pairs = head_pairs(c, heads).to(query.device)
+    c, h, w = query.shape[1:]
     rows_k, rows_v = slice(0, c), slice(c, 2 * c)
     conv_k, dw_k = channels(attn.kv, rows_k), channels(attn.kv_dwconv, rows_k)
     conv_v, dw_v = channels(attn.kv, rows_v), channels(attn.kv_dwconv, rows_v)
-    v_all = None
-    gram = new_gram(query, c, heads)
-    for r0, r1, a, bottom, keep in strips(h, strip_rows(w, 2 * c, h)):
-        q = dwconv(conv1x1(norm(norm_q, query[:, :, a:bottom]), *channels(attn.q)), *channels(attn.q_dwconv), keep)
-        n = norm(norm_kv, context[:, :, a:bottom])
-        k = dwconv(conv1x1(n, *conv_k), *dw_k, keep)
-        v_all = store(v_all, dwconv(conv1x1(n, *conv_v), *dw_v, keep), r0, h)
-        qk = torch.cat([q, k], dim=1)  # (B, 2C, rows, W)
-        accumulate_gram(gram, qk if heads == 1 else qk[:, pairs], heads)
+
+    def strip(a: int, b: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        q = dwconv(F.conv2d(norm_q(query[:, :, a:b]), *channels(attn.q)), *channels(attn.q_dwconv), keep)
+        n = norm_kv(context[:, :, a:b])
+        k = dwconv(F.conv2d(n, *conv_k), *dw_k, keep)
+        # [q_1, k_1, q_2, k_2, ...]: the head_pairs order, by one concatenation
+        qk = torch.cat([t for pair in zip(q.chunk(attn.heads, 1), k.chunk(attn.heads, 1)) for t in pair], dim=1)
+        return qk, dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
+
+    gram, v = gram_and_values(h, w, c, attn.heads, query, strip)
     weights = masked_softmax(logits_from_gram(gram, attn.temperature.to(gram.dtype)), attn.k).to(query.dtype) * attn.scale
-    return project(v_all, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, None)
+    return project(v, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, None)
 
 
 def perturbation(module, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
@@ -233,8 +235,6 @@ def perturbation(module, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
     ``inv`` undoes ``order``. One C x C product replaces two C x 2C convolutions and the gather.
     (The learnable mode's straight-through gate is exactly 1 in the forward pass.)
     """
-    from .perturbation import inverse_order
-
     inv = inverse_order(module.order(prompt))  # (B, 2C)
     w_r = module.reduce.weight.flatten(1)  # (C, 2C)
     w_shuffled = w_r[:, inv].permute(1, 0, 2)  # (B, C, 2C): W_r[:, inv[b]]

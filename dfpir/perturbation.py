@@ -38,6 +38,14 @@ class DGM(nn.Module):
         return self.linear2(self.linear1(prompt))  # (B, 2C)
 
 
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A context in which autocast is off on ``device_type`` (a no-op where autocast does not
+    exist, e.g. the "meta" device used for FLOP counting by dfpir.summary)."""
+    if device_type in ("cpu", "cuda", "xpu", "mps"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def channel_order(scores: torch.Tensor) -> torch.Tensor:
     """Per-sample channel order: stable descending argsort of ``scores`` (B, N) -> (B, N) int64."""
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices
@@ -102,10 +110,7 @@ class ChannelPerturbation(nn.Module):
         The order is discrete, so a bf16/fp16 autocast would change the permutation itself, not
         just round the output; the DGM therefore runs outside autocast.
         """
-        device = prompt.device.type
-        # autocast exists for real devices only; "meta" (FLOP counting, dfpir.summary) has none
-        off = torch.autocast(device, enabled=False) if device in ("cpu", "cuda", "xpu", "mps") else contextlib.nullcontext()
-        with off:
+        with autocast_off(prompt.device.type):
             return self.dgm(prompt.to(self.dgm.linear1.weight.dtype))
 
     def order(self, prompt: torch.Tensor) -> torch.Tensor:

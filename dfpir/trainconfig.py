@@ -218,6 +218,11 @@ def validate(cfg: TrainConfig) -> None:
             f"data.ratios must be {len(cfg.data.degradations)} non-negative numbers (one per data.degradations entry, "
             f"not all 0), got {ratios}"
         )
+    if ratios and cfg.data.layout not in ("builtin", "clean"):
+        raise UserError(
+            f"data.ratios needs synthetic degradations (data.layout builtin or clean); layout {cfg.data.layout} "
+            "fixes each degradation's share by its dataset"
+        )
     if cfg.optim.fft_weight < 0:
         raise UserError(f"optim.fft_weight must be >= 0, got {cfg.optim.fft_weight}")
     if cfg.data.patch_size % 8:

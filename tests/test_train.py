@@ -92,6 +92,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["data.ratios=[0, 0, 0, 0, 0, 0, 0]"], "data.ratios must be 7 non-negative numbers"),
         (["data.ratios=[1, 1, 1, 1, 1, -1, 1]"], "data.ratios must be 7 non-negative numbers"),
         (["optim.fft_weight=-0.5"], "optim.fft_weight must be >= 0"),
+        (["data.layout=3task", "data.root=/tmp", "data.ratios=[1, 1, 1, 1, 1, 1, 1]"], "data.ratios needs synthetic degradations"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args, message, capsys):
