@@ -30,7 +30,7 @@ import torch
 
 from .config import get_config
 from .network import DFPIR
-from .speed import VARIANTS, prepare
+from .speed import VARIANTS, prepare, reuse_freed_memory
 
 
 def machine() -> dict[str, str | int]:
@@ -177,10 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--reuse-memory", action="store_true",
+                   help="keep freed memory in the process (dfpir.speed.reuse_freed_memory), as restore does")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = "reuse freed memory" if args.reuse_memory and reuse_freed_memory() else "default"
+    print(f"malloc: {allocator}")
     device = torch.device(args.device)
     if args.suite == "forward":
         rows = bench_forward(args.presets, args.sizes, args.batches, args.variant, args.repeats, device)
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = bench_compare(args.presets[-1], args.sizes[0], args.batches[0], args.variants, args.repeats, device)
     if args.json:
-        args.json.write_text(json.dumps({"suite": args.suite, "machine": machine(), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"suite": args.suite, "machine": machine(), "malloc": allocator, "rows": rows}, indent=2))
         print(f"wrote {args.json}")
     return 0
 

@@ -64,7 +64,7 @@ class DGPB(nn.Module):
         if self.fused and not torch.is_grad_enabled():
             q = fused.perturbation(self.perturb, x, prompt)
             a = fused.masked_cross_attention(self.attn, q, self.norm_q, x, self.norm_kv)
-            return fused.gdfn(self.norm_ffn, self.ffn, a)
+            return fused.gdfn_(self.norm_ffn, self.ffn, a)  # a is ours to overwrite
         q = self.perturb(x, prompt)  # (B, C, H, W)
         a = self.attn(self.norm_q(q), self.norm_kv(x))
         return a + self.ffn(self.norm_ffn(a))

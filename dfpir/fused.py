@@ -10,9 +10,10 @@ model's, operation for operation, except where noted:
 - the GDFN's ``project_in`` is applied as two convolutions (``h1`` and ``h2``) so that each half
   is a contiguous tensor (elementwise kernels on a channel slice of a channels-last tensor are
   several times slower);
-- the attention logits come from a Gram matrix accumulated over the strips: one matrix product
-  gives ``q k^T`` and the squared norms of ``q`` and ``k`` (its diagonal), so ``q`` and ``k`` are
-  never kept whole and never normalised;
+- the attention logits come from statistics accumulated over the strips: ``q k^T`` and the
+  squared norms of ``q`` and ``k``, so ``q`` and ``k`` are never kept whole and never normalised;
+- the GDFN's hidden channels are padded with zero channels to a multiple of 16, which oneDNN's
+  kernels handle faster (the padded channels stay exactly zero);
 - ``project_out(attn @ v)`` is one product ``v @ (W_out attn)^T``: the small (C x C) matrix
   ``W_out attn`` is formed first, which saves a full-resolution pass.
 
@@ -37,11 +38,17 @@ from .perturbation import autocast_off, inverse_order
 STRIP_BYTES = 16 * 2**20
 
 
+#: Hidden channels are padded with zero channels to a multiple of this: oneDNN's kernels run up
+#: to twice as fast on 128 channels as on the ``paper`` GDFN's 127 (16 float32 = one AVX-512 lane).
+CHANNEL_ALIGN = 16
+
+
 def strip_rows(width: int, channels: int, height: int) -> int:
-    """Rows per strip so that a (channels, rows, width) float32 tensor is about STRIP_BYTES; the
-    whole height when that is less than two strips' worth (no small last strip)."""
-    rows = max(4, STRIP_BYTES // (4 * channels * width))
-    return height if rows * 2 > height else rows
+    """Rows per strip so that a (channels, rows, width) float32 tensor is at most about
+    STRIP_BYTES, with the height split into strips of equal size (no small last strip)."""
+    target = max(4, STRIP_BYTES // (4 * channels * width))
+    count = -(-height // target)  # ceil
+    return -(-height // count)
 
 
 def strips(height: int, rows: int) -> Iterator[tuple[int, int, int, int, slice]]:
@@ -56,6 +63,20 @@ def strips(height: int, rows: int) -> Iterator[tuple[int, int, int, int, slice]]
 def channels(conv: torch.nn.Conv2d, index: slice | torch.Tensor = slice(None)) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A convolution's weight and bias restricted to the output channels ``index``."""
     return conv.weight[index], None if conv.bias is None else conv.bias[index]
+
+
+def zero_extend(tensor: torch.Tensor | None, size: int, dim: int = 0) -> torch.Tensor | None:
+    """``tensor`` with zeros appended along ``dim`` up to ``size`` (``None`` stays ``None``)."""
+    if tensor is None or tensor.shape[dim] == size:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = size - shape[dim]
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
+
+
+def aligned(channels: int) -> int:
+    """``channels`` rounded up to a multiple of :data:`CHANNEL_ALIGN`."""
+    return -(-channels // CHANNEL_ALIGN) * CHANNEL_ALIGN
 
 
 def dwconv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, keep: slice) -> torch.Tensor:
@@ -85,20 +106,95 @@ def pixel_major(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
-def gdfn(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
-    """``x + ffn(block_norm(x))`` for a :class:`~dfpir.feedforward.GDFN`, in strips."""
-    h, w = x.shape[-2:]
+def gdfn_weights(ffn) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """The GDFN's convolutions as ``(project_in, dwconv)`` weight/bias pairs for each half of
+    the hidden channels, and ``project_out``'s, all zero-extended to :func:`aligned` channels.
+
+    A padded hidden channel is exactly zero (no weight, no bias), so is its gate
+    ``gelu(0) * 0``, and ``project_out`` gives it zero weight: the output is unchanged.
+    """
     hidden = ffn.project_out.weight.shape[1]
-    first, second = slice(0, hidden), slice(hidden, 2 * hidden)
-    out = None
-    for r0, r1, a, bottom, keep in strips(h, strip_rows(w, hidden, h)):
+    size = aligned(hidden)
+    halves = []
+    for half in (slice(0, hidden), slice(hidden, 2 * hidden)):
+        convs = (*channels(ffn.project_in, half), *channels(ffn.dwconv, half))
+        halves.append(tuple(zero_extend(t, size) for t in convs))
+    out = (zero_extend(ffn.project_out.weight, size, dim=1), ffn.project_out.bias)
+    return halves[0], halves[1], out
+
+
+def postops(x: torch.Tensor) -> bool:
+    """Whether the GDFN's elementwise steps can ride on oneDNN's convolutions for ``x``.
+
+    ``torch.ops.mkldnn._convolution_pointwise`` (the fused convolutions that ``torch.compile``
+    emits on the CPU) applies GELU, a product or a sum to a convolution's output while it is
+    still in registers, saving a pass over memory each. Used for float32 channels-last CPU
+    tensors when this torch build has it; everything else takes the plain operators.
+    """
+    return (
+        POSTOPS
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+#: Whether this torch build has oneDNN's fused convolutions (see :func:`postops`).
+POSTOPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def gated_dwconv(h1: torch.Tensor, h2: torch.Tensor, first: tuple, second: tuple, fuse: bool) -> torch.Tensor:
+    """The GDFN's gate ``gelu(dwconv(h1)) * dwconv(h2)`` over a strip with its halo rows.
+
+    ``first`` and ``second`` are (weight, bias) of the two halves' depthwise convolutions; with
+    ``fuse`` the GELU and the product are oneDNN post-ops of the convolutions (:func:`postops`).
+    """
+    if fuse:
+        op, groups, same = torch.ops.mkldnn._convolution_pointwise, h1.shape[1], ([1, 1], [1, 1], [1, 1])
+        g = op(h1, *first, *same, groups, "gelu", [], "none")  # "none": GELU with erf, as F.gelu
+        return op.binary(h2, g, *second, *same, groups, "mul", None, None, [], None)
+    g1 = F.conv2d(h1, *first, padding=1, groups=h1.shape[1])
+    g2 = F.conv2d(h2, *second, padding=1, groups=h2.shape[1])
+    # (B, rows, W, hidden) views are contiguous, which the fast elementwise kernels need
+    return F.gelu(g1.permute(0, 2, 3, 1)).mul_(g2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def project_add_(residual: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fuse: bool) -> None:
+    """``residual += conv1x1(x)`` in place; with ``fuse`` the sum is a post-op of the convolution."""
+    if fuse:
+        torch.ops.mkldnn._convolution_pointwise_.binary(
+            residual, x, weight, bias, [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None
+        )
+    else:
+        residual.add_(F.conv2d(x, weight, bias))
+
+
+def gdfn_(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
+    """``x += ffn(block_norm(x))`` in place, for a :class:`~dfpir.feedforward.GDFN`, in strips.
+
+    Writing into ``x`` saves a fresh output tensor and a copy per strip. A strip's output is
+    written only after the next strip has read its halo row (which is this strip's last row),
+    so every strip sees the input as it was.
+    """
+    h, w = x.shape[-2:]
+    first, second, project_out = gdfn_weights(ffn)
+    fuse = postops(x)
+    pending = None
+    for r0, r1, a, bottom, keep in strips(h, strip_rows(w, first[0].shape[0], h)):
         n = block_norm(x[:, :, a:bottom])  # (B, C, rows + halo, W)
-        h1 = dwconv(F.conv2d(n, *channels(ffn.project_in, first)), *channels(ffn.dwconv, first), keep)
-        h2 = dwconv(F.conv2d(n, *channels(ffn.project_in, second)), *channels(ffn.dwconv, second), keep)
-        # (B, rows, W, hidden) views are contiguous, which the fast elementwise kernels need
-        gate = F.gelu(h1.permute(0, 2, 3, 1)).mul_(h2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        out = store(out, F.conv2d(gate, *channels(ffn.project_out)).add_(x[:, :, r0:r1]), r0, h)
-    return out
+        if pending is not None:
+            project_add_(x[:, :, pending[0]:pending[1]], pending[2], *project_out, fuse)
+        h1, h2 = F.conv2d(n, *first[:2]), F.conv2d(n, *second[:2])
+        # the halo rows' outputs see the strip's zero padding: dropped by keep (see dwconv)
+        pending = r0, r1, gated_dwconv(h1, h2, first[2:], second[2:], fuse)[:, :, keep]
+    project_add_(x[:, :, pending[0]:pending[1]], pending[2], *project_out, fuse)
+    return x
+
+
+def gdfn(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
+    """``x + ffn(block_norm(x))`` for a :class:`~dfpir.feedforward.GDFN` (``x`` is left as it is)."""
+    return gdfn_(block_norm, ffn, x.clone())
 
 
 def head_pairs(channels: int, heads: int) -> torch.Tensor:
@@ -112,38 +208,49 @@ def head_pairs(channels: int, heads: int) -> torch.Tensor:
     return torch.cat([q, q + channels], dim=1).flatten()  # (2C,)
 
 
-def accumulate_gram(gram: torch.Tensor, qk: torch.Tensor, heads: int) -> None:
-    """``gram += X^T X`` per head, ``X = [q_h | k_h]`` the strip's pixels by 2c channels.
+#: Pixels per chunk when summing squares: a few hundred kB, so each chunk's squares stay in cache.
+SQUARES_CHUNK = 4096
 
-    ``gram``: (B, heads, 2c, 2c), float32 or float64; ``qk``: (B, 2C, rows, W) channels-last, in
-    :func:`head_pairs` order. Half-precision features are summed in float32: squared norms over
-    a whole image overflow float16 and lose most of their digits in bfloat16.
+
+def new_gram(like: torch.Tensor, channels: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero accumulators for the attention's Gram statistics: ``q k^T`` (B, heads, c, c) and the
+    squared norms of ``q`` and ``k`` (B, heads, 2c); float64 for float64 features, else float32."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    per = channels // heads
+    cross = torch.zeros(like.shape[0], heads, per, per, dtype=dtype, device=like.device)
+    return cross, torch.zeros(like.shape[0], heads, 2 * per, dtype=dtype, device=like.device)
+
+
+def accumulate_gram(gram: tuple[torch.Tensor, torch.Tensor], qk: torch.Tensor, heads: int) -> None:
+    """Add a strip's ``q_h^T k_h`` and squared channel norms to the :func:`new_gram` accumulators.
+
+    ``qk``: (B, 2C, rows, W) channels-last, in :func:`head_pairs` order. These are the blocks of
+    the Gram matrix of ``[q_h | k_h]`` that the logits need (a quarter of it, plus a diagonal).
+    Half-precision features are summed in float32: squared norms over a whole image overflow
+    float16 and lose most of their digits in bfloat16.
     """
+    cross, squares = gram
     x = pixel_major(qk)  # (B, HW, 2C): a view
     x = x.unflatten(2, (heads, -1)).transpose(1, 2) if heads > 1 else x[:, None]  # (B, heads, HW, 2c)
+    per = x.shape[-1] // 2
     with autocast_off(qk.device.type):
-        x = x.to(gram.dtype)
-        gram.add_(x.transpose(-2, -1) @ x)
+        x = x.to(cross.dtype)
+        cross.add_(x[..., :per].transpose(-2, -1) @ x[..., per:])
+        for chunk in x.split(SQUARES_CHUNK, dim=-2):
+            squares.add_((chunk * chunk).sum(dim=-2))
 
 
-def new_gram(like: torch.Tensor, channels: int, heads: int) -> torch.Tensor:
-    """A zero (B, heads, 2c, 2c) Gram accumulator: float64 for float64 features, else float32."""
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    per = 2 * channels // heads
-    return torch.zeros(like.shape[0], heads, per, per, dtype=dtype, device=like.device)
-
-
-def logits_from_gram(gram: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """(B, heads, 2c, 2c) Gram -> (B, heads, c, c) cosine logits times the temperature.
+def logits_from_gram(gram: tuple[torch.Tensor, torch.Tensor], temperature: torch.Tensor) -> torch.Tensor:
+    """:func:`new_gram` statistics -> (B, heads, c, c) cosine logits times the temperature.
 
     The same quantity as :func:`dfpir.attention.channel_logits`: ``q k^T`` divided by the norms
-    of ``q`` and ``k`` (eps 1e-12), read off the Gram matrix's blocks and diagonal.
+    of ``q`` and ``k`` (eps 1e-12).
     """
-    per = gram.shape[-1] // 2
-    sq = gram.diagonal(dim1=-2, dim2=-1)  # (B, heads, 2c) squared norms
-    q_norm = sq[..., :per].sqrt().clamp_min(1e-12)
-    k_norm = sq[..., per:].sqrt().clamp_min(1e-12)
-    return gram[..., :per, per:] / (q_norm[..., :, None] * k_norm[..., None, :]) * temperature
+    cross, squares = gram
+    per = cross.shape[-1]
+    q_norm = squares[..., :per].sqrt().clamp_min(1e-12)
+    k_norm = squares[..., per:].sqrt().clamp_min(1e-12)
+    return cross / (q_norm[..., :, None] * k_norm[..., None, :]) * temperature
 
 
 def fold_project_out(weight: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -174,8 +281,9 @@ def project(v: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, re
 
 
 def gram_and_values(height: int, width: int, channels: int, heads: int, like: torch.Tensor,
-                    strip: Callable[[int, int, slice], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-head Gram of ``[q | k]`` over the whole image, and ``v`` whole, built strip by strip.
+                    strip: Callable[[int, int, slice], tuple[torch.Tensor, torch.Tensor]]) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The per-head Gram statistics (:func:`new_gram`) of ``q`` and ``k`` over the whole image,
+    and ``v`` whole, built strip by strip.
 
     ``strip(a, b, keep)`` computes the strip with halo rows ``[a, b)`` and returns its ``qk``
     (B, 2C, rows, W) in :func:`head_pairs` order and ``v`` (B, C, rows, W), both cut to ``keep``.
@@ -202,7 +310,7 @@ def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
         return dwconv(F.conv2d(n, *conv_qk), *dw_qk, keep), dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
 
     gram, v = gram_and_values(h, w, c, attn.heads, x, strip)
-    weights = logits_from_gram(gram, attn.temperature.to(gram.dtype)).softmax(dim=-1).to(x.dtype)  # (B, heads, c, c)
+    weights = logits_from_gram(gram, attn.temperature.to(gram[0].dtype)).softmax(dim=-1).to(x.dtype)  # (B, heads, c, c)
     return project(v, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, x)
 
 
@@ -223,7 +331,7 @@ def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context
         return qk, dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
 
     gram, v = gram_and_values(h, w, c, attn.heads, query, strip)
-    weights = masked_softmax(logits_from_gram(gram, attn.temperature.to(gram.dtype)), attn.k).to(query.dtype) * attn.scale
+    weights = masked_softmax(logits_from_gram(gram, attn.temperature.to(gram[0].dtype)), attn.k).to(query.dtype) * attn.scale
     return project(v, fold_project_out(attn.project_out.weight, weights), attn.project_out.bias, None)
 
 

@@ -16,6 +16,7 @@ Every variant computes the same function as the plain model (tests compare them)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from typing import Callable, Iterator
 
 import torch
@@ -26,6 +27,34 @@ from . import attention, fused, layernorm, masked_attention
 from .network import DFPIR
 
 VARIANTS = ("original", "plain", "fast", "fused", "compile", "bf16")
+
+#: glibc's ``mallopt`` parameters (``malloc.h``).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def reuse_freed_memory() -> bool:
+    """Ask the C library's ``malloc`` to keep freed memory for reuse instead of unmapping it.
+
+    By default glibc gives every allocation above a threshold (at most 32 MB) fresh pages from
+    the operating system and returns them when the tensor is freed, so each large temporary
+    pays a page fault and the kernel's zero-filling for every 4 kB it touches. Raising the
+    thresholds to 1 GB keeps freed memory in the process, where the next tensor reuses it; the
+    process's peak memory stays what it was. This setting is process-wide, so the command-line
+    tools call it and the library does not. (``LD_PRELOAD`` of jemalloc or tcmalloc has a
+    similar effect.)
+
+    Returns
+    -------
+    bool
+        True where the setting took effect (glibc), False elsewhere (nothing was changed).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the running process's C library
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    limit = 2**30
+    return bool(mallopt(M_MMAP_THRESHOLD, limit)) and bool(mallopt(M_TRIM_THRESHOLD, limit))
 
 
 def layer_norm_original_layout(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

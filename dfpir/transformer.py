@@ -27,7 +27,7 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x + MDTA(LN(x))``, then ``x + GDFN(LN(x))``; shape unchanged."""
         if self.fused and not torch.is_grad_enabled():
-            return fused.gdfn(self.norm2, self.ffn, fused.mdta(self.norm1, self.attn, x))
+            return fused.gdfn_(self.norm2, self.ffn, fused.mdta(self.norm1, self.attn, x))  # mdta: a new tensor
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
 

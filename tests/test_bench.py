@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -36,3 +39,16 @@ def test_forward_and_train_suites_write_json(tmp_path, suite):
     assert bench.main([suite, *SMALL, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["suite"] == suite and data["rows"] and data["machine"]["threads"] == 1
+    assert data["malloc"] == "default"
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_reuse_memory_sets_the_allocator_and_is_recorded(tmp_path):
+    """In a child process: the setting is process-wide, and must not leak into the other tests."""
+    out = tmp_path / "compare.json"
+    cmd = [sys.executable, "-m", "dfpir.bench", "compare", *SMALL, "--variants", "plain", "fused", "--reuse-memory", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "malloc: reuse freed memory" in done.stdout
+    data = json.loads(out.read_text())
+    assert data["malloc"] == "reuse freed memory" and len(data["rows"]) == 2

@@ -118,6 +118,79 @@ def test_strips_cover_every_row_once_with_a_one_row_halo(height, rows):
     assert seen == list(range(height))
 
 
+@given(width=st.integers(1, 300), channels=st.integers(1, 600), height=st.integers(1, 600), strip_bytes=st.integers(1, 2**26))
+def test_strip_rows_split_the_height_into_equal_strips_near_the_byte_target(width, channels, height, strip_bytes):
+    saved, fused.STRIP_BYTES = fused.STRIP_BYTES, strip_bytes
+    try:
+        rows = fused.strip_rows(width, channels, height)
+    finally:
+        fused.STRIP_BYTES = saved
+    target = max(4, strip_bytes // (4 * channels * width))
+    count = -(-height // rows)
+    assert 1 <= rows <= min(target, height)
+    assert count == -(-height // target)  # as few strips as the target allows
+    assert height - (count - 1) * rows > rows - count  # the last strip is at most count - 1 rows shorter
+
+
+@pytest.mark.skipif(not fused.POSTOPS, reason="this torch build has no oneDNN fused convolutions")
+@given(
+    h=st.integers(1, 24),
+    w=st.integers(1, 24),
+    batch=st.integers(1, 2),
+    strip_bytes=st.sampled_from([1, 3000, 2**30]),
+    seed=st.integers(0, 3),
+)
+def test_onednn_post_ops_match_the_plain_operators(h, w, batch, strip_bytes, seed):
+    model = model_with(seed).to(memory_format=torch.channels_last)
+    image = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed)).contiguous(memory_format=torch.channels_last)
+    prompt = torch.randn(batch, 16, generator=torch.Generator().manual_seed(seed + 1))
+    plain = run(model, image, prompt, False)
+    fuse_flags = []
+    saved = fused.STRIP_BYTES, fused.POSTOPS, fused.gated_dwconv
+    fused.STRIP_BYTES = strip_bytes
+
+    def recording(*args):
+        fuse_flags.append(args[-1])
+        return saved[2](*args)
+
+    fused.gated_dwconv = recording
+    try:
+        with_postops = run(model, image, prompt, True)
+        fused.POSTOPS = False
+        without = run(model, image, prompt, True)
+    finally:
+        fused.STRIP_BYTES, fused.POSTOPS, fused.gated_dwconv = saved
+    n = len(fuse_flags) // 2
+    assert n > 0 and all(fuse_flags[:n]) and not any(fuse_flags[n:])
+    for out in (with_postops, without):
+        err = (out - plain).abs().max().item()
+        assert err < 1e-5, f"max abs diff {err:.3g}"
+
+
+def test_post_ops_only_for_float32_channels_last_cpu_tensors():
+    x = torch.rand(1, 4, 5, 6)
+    assert not fused.postops(x)
+    assert fused.postops(x.contiguous(memory_format=torch.channels_last)) == fused.POSTOPS
+    assert not fused.postops(x.double().contiguous(memory_format=torch.channels_last))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.postops(x.contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.parametrize("expansion", [2.0, 2.66, 3.0])
+def test_gdfn_with_zero_padded_hidden_channels_equals_the_module(expansion):
+    from dfpir.feedforward import GDFN
+    from dfpir.layernorm import LayerNorm
+
+    torch.manual_seed(0)
+    ffn, norm = GDFN(8, expansion, bias=True).double(), LayerNorm(8, "WithBias").double()
+    hidden = ffn.project_out.weight.shape[1]
+    first, _, (w_out, _) = fused.gdfn_weights(ffn)
+    assert first[0].shape[0] == w_out.shape[1] == fused.aligned(hidden) and fused.aligned(hidden) % fused.CHANNEL_ALIGN == 0
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.gdfn(norm, ffn, x), x + ffn(norm(x)), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("channels, heads", [(4, 1), (8, 2), (12, 4)])
 def test_head_pairs_put_each_heads_q_beside_its_k(channels, heads):
     order = fused.head_pairs(channels, heads).tolist()
@@ -133,7 +206,7 @@ def test_gram_logits_equal_channel_logits():
 
     q, k = torch.randn(2, 8, 5, 6, dtype=torch.float64), torch.randn(2, 8, 5, 6, dtype=torch.float64)
     temperature = torch.rand(2, 1, 1, dtype=torch.float64)
-    gram = torch.zeros(2, 2, 8, 8, dtype=torch.float64)
+    gram = fused.new_gram(q, 8, 2)
     fused.accumulate_gram(gram, torch.cat([q, k], 1)[:, fused.head_pairs(8, 2)], 2)
     expected = channel_logits(split_heads(q, 2), split_heads(k, 2), temperature)
     torch.testing.assert_close(fused.logits_from_gram(gram, temperature), expected)
@@ -152,7 +225,9 @@ def test_gram_of_half_precision_features_is_summed_in_float32():
     qk = torch.full((1, 4, 64, 64), 8.0, dtype=torch.bfloat16)  # squared norm 262144: 8 bits of bf16 lose it
     gram = fused.new_gram(qk, 2, 1)
     fused.accumulate_gram(gram, qk, 1)
-    assert gram.dtype == torch.float32 and torch.all(gram == 64.0 * 64 * 64)
+    cross, squares = gram
+    assert cross.dtype == squares.dtype == torch.float32
+    assert torch.all(cross == 64.0 * 64 * 64) and torch.all(squares == 64.0 * 64 * 64)
 
 
 def test_bfloat16_fused_is_as_accurate_as_plain_bfloat16(small_strips):
