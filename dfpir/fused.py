@@ -14,12 +14,15 @@ model's, operation for operation, except where noted:
   squared norms of ``q`` and ``k``, so ``q`` and ``k`` are never kept whole and never normalised;
 - the GDFN's hidden channels are padded with zero channels to a multiple of 16, which oneDNN's
   kernels handle faster (the padded channels stay exactly zero);
+- on float32 channels-last CPU tensors, the GDFN's GELU, gate product and residual sum are
+  post-ops of oneDNN's convolutions (:func:`postops`), and its output overwrites its input;
 - ``project_out(attn @ v)`` is one product ``v @ (W_out attn)^T``: the small (C x C) matrix
   ``W_out attn`` is formed first, which saves a full-resolution pass.
 
 Results equal the plain path up to float rounding (``tests/test_fused.py``: within 1e-5 of the
-plain model in float32, and of the NumPy reference to 1e-10 in float64). Only used under ``torch.no_grad`` / inference mode: training keeps the plain
-modules, whose backward torch derives.
+plain model in float32, and of the NumPy reference to 1e-10 in float64). Only used under
+``torch.no_grad`` / inference mode: training keeps the plain modules, whose backward torch
+derives.
 """
 
 from __future__ import annotations
@@ -197,17 +200,6 @@ def gdfn(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
     return gdfn_(block_norm, ffn, x.clone())
 
 
-def head_pairs(channels: int, heads: int) -> torch.Tensor:
-    """Channel order putting each head's ``q`` channels next to its ``k`` channels.
-
-    ``[q, k]`` (2C channels, q first) reordered to ``[q_1, k_1, q_2, k_2, ...]``, so that a strip
-    seen as (pixels, heads, 2c) holds every head's ``X = [q_h | k_h]`` as a contiguous block.
-    """
-    per = channels // heads
-    q = torch.arange(channels).view(heads, per)
-    return torch.cat([q, q + channels], dim=1).flatten()  # (2C,)
-
-
 #: Pixels per chunk when summing squares: a few hundred kB, so each chunk's squares stay in cache.
 SQUARES_CHUNK = 4096
 
@@ -221,23 +213,28 @@ def new_gram(like: torch.Tensor, channels: int, heads: int) -> tuple[torch.Tenso
     return cross, torch.zeros(like.shape[0], heads, 2 * per, dtype=dtype, device=like.device)
 
 
-def accumulate_gram(gram: tuple[torch.Tensor, torch.Tensor], qk: torch.Tensor, heads: int) -> None:
-    """Add a strip's ``q_h^T k_h`` and squared channel norms to the :func:`new_gram` accumulators.
+def per_head(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, C, rows, W) channels-last (a channel slice too) -> (B, heads, rows*W, c), a view."""
+    x = pixel_major(t)  # (B, HW, C)
+    return x.unflatten(2, (heads, -1)).transpose(1, 2) if heads > 1 else x[:, None]
 
-    ``qk``: (B, 2C, rows, W) channels-last, in :func:`head_pairs` order. These are the blocks of
-    the Gram matrix of ``[q_h | k_h]`` that the logits need (a quarter of it, plus a diagonal).
-    Half-precision features are summed in float32: squared norms over a whole image overflow
-    float16 and lose most of their digits in bfloat16.
+
+def accumulate_gram(gram: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k: torch.Tensor, heads: int) -> None:
+    """Add a strip's ``q_h k_h^T`` and squared channel norms to the :func:`new_gram` accumulators.
+
+    ``q``, ``k``: (B, C, rows, W) channels-last. These are the blocks of the Gram matrix of
+    ``[q_h | k_h]`` that the logits need (a quarter of it, plus its diagonal). Half-precision
+    features are summed in float32: squared norms over a whole image overflow float16 and lose
+    most of their digits in bfloat16.
     """
     cross, squares = gram
-    x = pixel_major(qk)  # (B, HW, 2C): a view
-    x = x.unflatten(2, (heads, -1)).transpose(1, 2) if heads > 1 else x[:, None]  # (B, heads, HW, 2c)
-    per = x.shape[-1] // 2
-    with autocast_off(qk.device.type):
-        x = x.to(cross.dtype)
-        cross.add_(x[..., :per].transpose(-2, -1) @ x[..., per:])
-        for chunk in x.split(SQUARES_CHUNK, dim=-2):
-            squares.add_((chunk * chunk).sum(dim=-2))
+    per = cross.shape[-1]
+    with autocast_off(q.device.type):
+        qh, kh = per_head(q, heads).to(cross.dtype), per_head(k, heads).to(cross.dtype)  # (B, heads, HW, c)
+        cross.add_(qh.transpose(-2, -1) @ kh)
+        for t, part in ((qh, squares[..., :per]), (kh, squares[..., per:])):
+            for chunk in t.split(SQUARES_CHUNK, dim=-2):
+                part.add_((chunk * chunk).sum(dim=-2))
 
 
 def logits_from_gram(gram: tuple[torch.Tensor, torch.Tensor], temperature: torch.Tensor) -> torch.Tensor:
@@ -266,33 +263,37 @@ def fold_project_out(weight: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
 def project(v: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
     """``residual + matrix @ v (+ bias)`` at every pixel: (B, C, H, W) -> (B, C_out, H, W) channels-last.
 
-    ``matrix``: (B, C_out, C), one per sample; ``bias``: (C_out,) or (B, C_out).
+    ``matrix``: (B, C_out, C), one per sample; ``bias``: (C_out,) or (B, C_out). The residual,
+    or else the bias, is the base that ``baddbmm`` adds the product to, so neither costs a pass.
     """
     b, _, h, w = v.shape
-    base = pixel_major(residual) if residual is not None else None
     vp = pixel_major(v)  # (B, HW, C)
-    if base is None:
-        out = vp @ matrix.transpose(1, 2)
-    else:
-        out = torch.baddbmm(base, vp, matrix.transpose(1, 2))
     if bias is not None:
-        out = out + (bias[:, None, :] if bias.dim() == 2 else bias)  # per sample (B, C) or shared (C,)
+        bias = bias[:, None, :] if bias.dim() == 2 else bias  # per sample (B, 1, C_out) or shared (C_out,)
+    if residual is not None:
+        out = torch.baddbmm(pixel_major(residual), vp, matrix.transpose(1, 2))
+        if bias is not None:
+            out.add_(bias)
+    elif bias is not None:
+        out = torch.baddbmm(bias.expand(b, h * w, matrix.shape[1]), vp, matrix.transpose(1, 2))
+    else:
+        out = vp @ matrix.transpose(1, 2)
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, C_out, H, W), channels-last strides
 
 
 def gram_and_values(height: int, width: int, channels: int, heads: int, like: torch.Tensor,
-                    strip: Callable[[int, int, slice], tuple[torch.Tensor, torch.Tensor]]) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+                    strip: Callable[[int, int, slice], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The per-head Gram statistics (:func:`new_gram`) of ``q`` and ``k`` over the whole image,
     and ``v`` whole, built strip by strip.
 
-    ``strip(a, b, keep)`` computes the strip with halo rows ``[a, b)`` and returns its ``qk``
-    (B, 2C, rows, W) in :func:`head_pairs` order and ``v`` (B, C, rows, W), both cut to ``keep``.
+    ``strip(a, b, keep)`` computes the strip with halo rows ``[a, b)`` and returns its ``q``,
+    ``k`` and ``v``, each (B, C, rows, W) and cut to ``keep``.
     """
     gram = new_gram(like, channels, heads)
     v_all = None
     for r0, _, a, bottom, keep in strips(height, strip_rows(width, 2 * channels, height)):
-        qk, v = strip(a, bottom, keep)
-        accumulate_gram(gram, qk, heads)
+        q, k, v = strip(a, bottom, keep)
+        accumulate_gram(gram, q, k, heads)
         v_all = store(v_all, v, r0, height)
     return gram, v_all
 
@@ -300,14 +301,14 @@ def gram_and_values(height: int, width: int, channels: int, heads: int, like: to
 def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
     """``x + attn(block_norm(x))`` for an :class:`~dfpir.attention.MDTA`, in strips."""
     c, h, w = x.shape[1:]
-    pairs = head_pairs(c, attn.heads).to(x.device)
-    rows_v = slice(2 * c, 3 * c)
-    conv_qk, dw_qk = channels(attn.qkv, pairs), channels(attn.qkv_dwconv, pairs)  # q and k by one conv
+    rows_qk, rows_v = slice(0, 2 * c), slice(2 * c, 3 * c)
+    conv_qk, dw_qk = channels(attn.qkv, rows_qk), channels(attn.qkv_dwconv, rows_qk)  # q and k by one conv
     conv_v, dw_v = channels(attn.qkv, rows_v), channels(attn.qkv_dwconv, rows_v)
 
-    def strip(a: int, b: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    def strip(a: int, b: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = block_norm(x[:, :, a:b])
-        return dwconv(F.conv2d(n, *conv_qk), *dw_qk, keep), dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
+        qk = dwconv(F.conv2d(n, *conv_qk), *dw_qk, keep)
+        return qk[:, :c], qk[:, c:], dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
 
     gram, v = gram_and_values(h, w, c, attn.heads, x, strip)
     weights = logits_from_gram(gram, attn.temperature.to(gram[0].dtype)).softmax(dim=-1).to(x.dtype)  # (B, heads, c, c)
@@ -322,13 +323,10 @@ def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context
     conv_k, dw_k = channels(attn.kv, rows_k), channels(attn.kv_dwconv, rows_k)
     conv_v, dw_v = channels(attn.kv, rows_v), channels(attn.kv_dwconv, rows_v)
 
-    def strip(a: int, b: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    def strip(a: int, b: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q = dwconv(F.conv2d(norm_q(query[:, :, a:b]), *channels(attn.q)), *channels(attn.q_dwconv), keep)
         n = norm_kv(context[:, :, a:b])
-        k = dwconv(F.conv2d(n, *conv_k), *dw_k, keep)
-        # [q_1, k_1, q_2, k_2, ...]: the head_pairs order, by one concatenation
-        qk = torch.cat([t for pair in zip(q.chunk(attn.heads, 1), k.chunk(attn.heads, 1)) for t in pair], dim=1)
-        return qk, dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
+        return q, dwconv(F.conv2d(n, *conv_k), *dw_k, keep), dwconv(F.conv2d(n, *conv_v), *dw_v, keep)
 
     gram, v = gram_and_values(h, w, c, attn.heads, query, strip)
     weights = masked_softmax(logits_from_gram(gram, attn.temperature.to(gram[0].dtype)), attn.k).to(query.dtype) * attn.scale

@@ -227,6 +227,27 @@ def unflatten_state(prefix: str, tensors: dict[str, torch.Tensor], rest: dict, i
     return out
 
 
+def load_initial_weights(joint: Joint, path: str) -> None:
+    """Start from the restorer (and, for the same degradations, the classifier) of a checkpoint.
+
+    The architecture must match ``model.preset``; a classifier trained for other degradations
+    is left at its fresh initialisation, since its output classes differ.
+    """
+    from .checkpoint import load, load_classifier
+
+    restorer = load(path)
+    try:
+        joint.restorer.load_state_dict(restorer.state_dict())
+    except RuntimeError:
+        raise UserError(
+            f"train.init={path} holds a {restorer.config.preset!r} model that does not fit this run's; "
+            f"set model.preset (and model.guidance) to match it"
+        ) from None
+    classifier = load_classifier(path) if joint.classifier is not None else None
+    if classifier is not None and classifier.classes == joint.classifier.classes:
+        joint.classifier.load_state_dict(classifier.state_dict())
+
+
 class Trainer:
     """Owns the model, optimiser, schedule, scaler, EMA and the loop."""
 
@@ -238,6 +259,8 @@ class Trainer:
         classes = list(cfg.data.degradations)
         classifier = DegradationClassifier(classes) if cfg.train.classifier else None
         self.joint = Joint(DFPIR(model_cfg), classifier).to(device)
+        if cfg.train.init:
+            load_initial_weights(self.joint, cfg.train.init)
         if cfg.train.channels_last:
             self.joint.to(memory_format=torch.channels_last)
         self.labels = {name: i for i, name in enumerate(classes)}

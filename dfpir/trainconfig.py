@@ -74,6 +74,7 @@ class TrainSection:
     device: str = "auto"
     classifier: bool = True
     threads: int = 0  # 0: torch's default
+    init: str = ""  # start from these weights (a dfpir checkpoint): fine-tuning; "": from scratch
 
 
 @dataclass

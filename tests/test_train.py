@@ -143,3 +143,40 @@ def test_spectral_loss_is_the_mean_abs_of_the_orthonormal_spectrum():
     expected = pixel.item() + 0.5 * np.mean(np.abs(np.stack([spectrum.real, spectrum.imag], -1)))
     assert train.restoration_loss(restored, target, 0.5).item() == pytest.approx(expected, rel=1e-6)
     assert train.restoration_loss(target, target, 0.5).item() == 0
+
+
+def test_init_starts_from_a_checkpoints_restorer_and_matching_classifier(tmp_path):
+    first = tmp_path / "first"
+    train.run(quick(first, "train.steps=2"))
+    saved = dfpir.load(first / "best.safetensors").state_dict()
+    classes = load_classifier(first / "best.safetensors")
+
+    same = train.Trainer(quick(tmp_path / "same", f"train.init={first / 'best.safetensors'}", "train.ema_decay=0.9"), train.Dist(), torch.device("cpu"))
+    fresh = train.Trainer(quick(tmp_path / "fresh"), train.Dist(), torch.device("cpu"))
+    for model in (same.restorer, same.eval_joint().restorer):  # the EMA copy starts there too
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, saved[key]), key
+    assert not all(torch.equal(v, saved[k]) for k, v in fresh.restorer.state_dict().items())
+    for key, value in same.joint.classifier.state_dict().items():
+        assert torch.equal(value, classes.state_dict()[key]), key
+
+    other = train.Trainer(
+        quick(tmp_path / "other", f"train.init={first / 'best.safetensors'}", 'data.degradations=["blur", "haze"]'),
+        train.Dist(), torch.device("cpu"),
+    )
+    assert all(torch.equal(v, saved[k]) for k, v in other.restorer.state_dict().items())
+    assert other.joint.classifier.classes == ["blur", "haze"]  # other classes: a fresh classifier
+
+
+def test_init_errors_are_one_line(tmp_path, capsys):
+    first = tmp_path / "first"
+    train.run(quick(first, "train.steps=1"))
+    capsys.readouterr()
+    cases = [
+        ([f"train.init={first / 'best.safetensors'}", "model.preset=small"], "does not fit this run's; set model.preset"),
+        ([f"train.init={tmp_path / 'missing.safetensors'}"], "weights file not found"),
+    ]
+    for args, message in cases:
+        assert train.main([*QUICK, f"train.out_dir={tmp_path / 'run'}", "train.steps=1", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
