@@ -2,9 +2,10 @@
 
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
 - ``train``: time of one training step (forward, L1 loss, backward, Adam);
-- ``compare``: execution variants of :mod:`dfpir.speed` side by side in one process,
-  alternating variant by variant for several rounds (these machines are noisy), with medians and
-  ratios to the first variant;
+- ``compare``: execution variants of :mod:`dfpir.speed`, for one preset or several, side by side
+  in one process, alternating pair by pair for several rounds (these machines are noisy), with
+  medians and ratios to the first (``--presets restormer paper --variants fused`` gives the cost
+  of the DGPBs);
 - ``profile``: where one forward pass of a variant spends its time, per torch operator
   (``torch.profiler``), with each operator's share of the total;
 - ``restore``: tiled restoration of 1, 4 and 16 megapixels (delegates to ``dfpir.bench_restore``);
@@ -104,31 +105,32 @@ def bench_train(presets: list[str], size: int, batch: int, repeats: int, device:
     return rows
 
 
-def bench_compare(preset: str, size: int, batch: int, variants: list[str], rounds: int, device: torch.device) -> list[dict]:
-    """Alternate the variants round by round, so a slow spell of the machine hits them all."""
-    runs, times = {}, {v: [] for v in variants}
-    for v in variants:
+def bench_compare(presets: list[str], size: int, batch: int, variants: list[str], rounds: int, device: torch.device) -> list[dict]:
+    """Alternate every (preset, variant) pair round by round, so a slow spell of the machine hits
+    them all; ratios are to the first pair, differences to the first variant of the same preset."""
+    pairs = [(p, v) for p in presets for v in variants]
+    runs, inputs_of, times = {}, {}, {pair: [] for pair in pairs}
+    for preset, v in pairs:
         torch.manual_seed(0)
         model = DFPIR(get_config(preset)).to(device)
-        runs[v] = prepare(model, v)
-        image, prompt = inputs(model, batch, size, device)
-        timed(lambda: runs[v](image, prompt), device)  # warm-up (and compilation)
-    reference_out = None
+        runs[preset, v] = prepare(model, v)
+        inputs_of[preset] = inputs(model, batch, size, device)
+        timed(lambda: runs[preset, v](*inputs_of[preset]), device)  # warm-up (and compilation)
     for _ in range(rounds):
-        for v in variants:
-            times[v].append(timed(lambda: runs[v](image, prompt), device))
-    for v in variants:
-        out = runs[v](image, prompt)
-        if reference_out is None:
-            reference_out = out
-        times[v] = [statistics.median(times[v]), float((out - reference_out).abs().max())]
-    base = times[variants[0]][0]
+        for pair in pairs:
+            times[pair].append(timed(lambda: runs[pair](*inputs_of[pair[0]]), device))
+    first_out, diffs = {}, {}
+    for preset, v in pairs:
+        out = runs[preset, v](*inputs_of[preset])
+        first_out.setdefault(preset, (v, out))
+        diffs[preset, v] = float((out - first_out[preset][1]).abs().max())
+    base = statistics.median(times[pairs[0]])
     rows = []
-    print(f"{preset} {size}x{size} batch {batch}, {rounds} alternating rounds, median:")
-    for v in variants:
-        med, diff = times[v]
-        rows.append(dict(preset=preset, size=size, batch=batch, variant=v, median_s=med, speedup=base / med, max_abs_diff=diff))
-        print(f"  {v:<9}{med:>9.3f} s   x{base / med:>5.2f}   max |diff| to {variants[0]}: {diff:.2e}", flush=True)
+    print(f"{size}x{size} batch {batch}, {rounds} alternating rounds, median:")
+    for preset, v in pairs:
+        med = statistics.median(times[preset, v])
+        rows.append(dict(preset=preset, size=size, batch=batch, variant=v, median_s=med, speedup=base / med, max_abs_diff=diffs[preset, v]))
+        print(f"  {preset:<10}{v:<9}{med:>9.3f} s   x{base / med:>5.2f}   max |diff| to {first_out[preset][0]}: {diffs[preset, v]:.2e}", flush=True)
     return rows
 
 
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.suite == "profile":
         rows = bench_profile(args.presets[-1], args.sizes[0], args.batches[0], args.variant, device)
     else:
-        rows = bench_compare(args.presets[-1], args.sizes[0], args.batches[0], args.variants, args.repeats, device)
+        rows = bench_compare(args.presets, args.sizes[0], args.batches[0], args.variants, args.repeats, device)
     if args.json:
         args.json.write_text(json.dumps({"suite": args.suite, "machine": machine(), "malloc": allocator, "rows": rows}, indent=2))
         print(f"wrote {args.json}")

@@ -411,8 +411,9 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     lines = [f"{'degradation':<12}" + "".join(f"{k:>12}" for k in ["input PSNR", "PSNR", "gain dB", "input SSIM", "SSIM", "cls acc"])]
     for name, r in list(table.items()) + [("mean", {k: sum(t[k] for t in table.values()) / len(table) for k in keys})]:
         gain = r["psnr"] - r["input_psnr"]
+        accuracy = "-" if math.isnan(r["accuracy"]) else f"{r['accuracy']:.1%}"  # "-": no classifier
         lines.append(
-            f"{name:<12}{r['input_psnr']:>12.2f}{r['psnr']:>12.2f}{gain:>+12.2f}{r['input_ssim']:>12.3f}{r['ssim']:>12.3f}{r['accuracy']:>12.1%}"
+            f"{name:<12}{r['input_psnr']:>12.2f}{r['psnr']:>12.2f}{gain:>+12.2f}{r['input_ssim']:>12.3f}{r['ssim']:>12.3f}{accuracy:>12}"
         )
     return "\n".join(lines)
 

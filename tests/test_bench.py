@@ -23,6 +23,17 @@ def test_compare_reports_every_variant_against_the_first(tmp_path, capsys):
     assert all(r["median_s"] > 0 and r["max_abs_diff"] < 1e-4 for r in rows)
 
 
+def test_compare_alternates_presets_too(tmp_path, capsys):
+    out = tmp_path / "presets.json"
+    args = ["compare", *SMALL, "--presets", "tiny", "small", "--variants", "plain", "fused", "--json", str(out)]
+    assert bench.main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["preset"], r["variant"]) for r in rows] == [("tiny", "plain"), ("tiny", "fused"), ("small", "plain"), ("small", "fused")]
+    assert rows[0]["speedup"] == 1.0 and rows[2]["max_abs_diff"] == 0.0  # differences within a preset
+    assert all(r["max_abs_diff"] < 1e-4 for r in rows)
+    assert "max |diff| to plain" in capsys.readouterr().out
+
+
 def test_profile_lists_operators_by_their_share(tmp_path, capsys):
     out = tmp_path / "profile.json"
     assert bench.main(["profile", *SMALL, "--variant", "fused", "--json", str(out)]) == 0

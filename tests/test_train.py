@@ -180,3 +180,10 @@ def test_init_errors_are_one_line(tmp_path, capsys):
         assert train.main([*QUICK, f"train.out_dir={tmp_path / 'run'}", "train.steps=1", *args]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_table_shows_a_dash_for_accuracy_without_a_classifier():
+    row = {"input_psnr": 20.0, "psnr": 23.5, "input_ssim": 0.5, "ssim": 0.6}
+    text = train.format_table({"blur": {**row, "accuracy": float("nan")}, "rain": {**row, "accuracy": float("nan")}})
+    assert "nan" not in text and text.splitlines()[1].split()[-1] == "-" and "+3.50" in text
+    assert train.format_table({"blur": {**row, "accuracy": 0.75}}).splitlines()[1].split()[-1] == "75.0%"
