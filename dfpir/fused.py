@@ -126,6 +126,10 @@ def gdfn_weights(ffn) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...
     return halves[0], halves[1], out
 
 
+#: Whether this torch build has oneDNN's fused convolutions (see :func:`postops`).
+POSTOPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
 def postops(x: torch.Tensor) -> bool:
     """Whether the GDFN's elementwise steps can ride on oneDNN's convolutions for ``x``.
 
@@ -141,10 +145,6 @@ def postops(x: torch.Tensor) -> bool:
         and x.is_contiguous(memory_format=torch.channels_last)
         and not torch.is_autocast_enabled("cpu")
     )
-
-
-#: Whether this torch build has oneDNN's fused convolutions (see :func:`postops`).
-POSTOPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def gated_dwconv(h1: torch.Tensor, h2: torch.Tensor, first: tuple, second: tuple, fuse: bool) -> torch.Tensor:
