@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--reuse-memory", action="store_true",
-                   help="keep freed memory in the process (dfpir.speed.reuse_freed_memory), as restore does")
+                   help="keep freed memory in the process (dfpir.speed.reuse_freed_memory)")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     args = p.parse_args(argv)
     if args.threads:

@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from .errors import cli_main
 from .metrics import psnr, ssim
-from .speed import reuse_freed_memory
 
 SEED = 2025
 MAX_SIDE = 192  # centre crop, so the demo runs in a minute or two on 2 CPU cores
@@ -144,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    reuse_freed_memory()  # as restore does
     results = run_demo(args.weights, args.output, args.photos, args.precision, args.device)
     print(format_results(results))
     print(f"gallery: {args.output / 'gallery.png'} and {args.output / 'index.html'}")

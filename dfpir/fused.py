@@ -14,8 +14,8 @@ model's, operation for operation, except where noted:
   squared norms of ``q`` and ``k``, so ``q`` and ``k`` are never kept whole and never normalised;
 - the GDFN's hidden channels are padded with zero channels to a multiple of 16, which oneDNN's
   kernels handle faster (the padded channels stay exactly zero);
-- on float32 channels-last CPU tensors, the GDFN's GELU, gate product and residual sum are
-  post-ops of oneDNN's convolutions (:func:`postops`), and its output overwrites its input;
+- on float32 channels-last CPU tensors, the GDFN's GELU and residual sum are post-ops of
+  oneDNN's convolutions (:func:`postops`), and its output overwrites its input;
 - ``project_out(attn @ v)`` is one product ``v @ (W_out attn)^T``: the small (C x C) matrix
   ``W_out attn`` is formed first, which saves a full-resolution pass.
 
@@ -41,8 +41,8 @@ from .perturbation import autocast_off, inverse_order
 STRIP_BYTES = 16 * 2**20
 
 
-#: Hidden channels are padded with zero channels to a multiple of this: oneDNN's kernels run up
-#: to twice as fast on 128 channels as on the ``paper`` GDFN's 127 (16 float32 = one AVX-512 lane).
+#: Hidden channels are padded with zero channels to a multiple of this (16 float32 = one AVX-512
+#: register): oneDNN's kernels are slower on odd counts such as the ``paper`` GDFN's 127.
 CHANNEL_ALIGN = 16
 
 
@@ -131,11 +131,11 @@ POSTOPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_c
 
 
 def postops(x: torch.Tensor) -> bool:
-    """Whether the GDFN's elementwise steps can ride on oneDNN's convolutions for ``x``.
+    """Whether the GDFN's GELU and residual sum can ride on oneDNN's convolutions for ``x``.
 
     ``torch.ops.mkldnn._convolution_pointwise`` (the fused convolutions that ``torch.compile``
-    emits on the CPU) applies GELU, a product or a sum to a convolution's output while it is
-    still in registers, saving a pass over memory each. Used for float32 channels-last CPU
+    emits on the CPU) applies GELU or a sum to a convolution's output while it is still in
+    registers, saving a pass over memory each. Used for float32 channels-last CPU
     tensors when this torch build has it; everything else takes the plain operators.
     """
     return (
@@ -147,18 +147,19 @@ def postops(x: torch.Tensor) -> bool:
     )
 
 
-def gated_dwconv(h1: torch.Tensor, h2: torch.Tensor, first: tuple, second: tuple, fuse: bool) -> torch.Tensor:
-    """The GDFN's gate ``gelu(dwconv(h1)) * dwconv(h2)`` over a strip with its halo rows.
+def gated_dwconv(h1: torch.Tensor, h2: torch.Tensor, first: tuple, second: tuple, keep: slice, fuse: bool) -> torch.Tensor:
+    """The GDFN's gate ``gelu(dwconv(h1)) * dwconv(h2)`` of a strip with its halo rows, cut to ``keep``.
 
     ``first`` and ``second`` are (weight, bias) of the two halves' depthwise convolutions; with
-    ``fuse`` the GELU and the product are oneDNN post-ops of the convolutions (:func:`postops`).
+    ``fuse`` the GELU is a oneDNN post-op of the first (:func:`postops`). (oneDNN has no fused
+    product for depthwise convolutions: torch would run it as a separate multiply anyway.)
     """
     if fuse:
-        op, groups, same = torch.ops.mkldnn._convolution_pointwise, h1.shape[1], ([1, 1], [1, 1], [1, 1])
-        g = op(h1, *first, *same, groups, "gelu", [], "none")  # "none": GELU with erf, as F.gelu
-        return op.binary(h2, g, *second, *same, groups, "mul", None, None, [], None)
-    g1 = F.conv2d(h1, *first, padding=1, groups=h1.shape[1])
-    g2 = F.conv2d(h2, *second, padding=1, groups=h2.shape[1])
+        g = torch.ops.mkldnn._convolution_pointwise(
+            h1, *first, [1, 1], [1, 1], [1, 1], h1.shape[1], "gelu", [], "none"  # "none": erf, as F.gelu
+        )
+        return dwconv(h2, *second, keep).mul_(g[:, :, keep])
+    g1, g2 = dwconv(h1, *first, keep), dwconv(h2, *second, keep)
     # (B, rows, W, hidden) views are contiguous, which the fast elementwise kernels need
     return F.gelu(g1.permute(0, 2, 3, 1)).mul_(g2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -189,15 +190,9 @@ def gdfn_(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
         if pending is not None:
             project_add_(x[:, :, pending[0]:pending[1]], pending[2], *project_out, fuse)
         h1, h2 = F.conv2d(n, *first[:2]), F.conv2d(n, *second[:2])
-        # the halo rows' outputs see the strip's zero padding: dropped by keep (see dwconv)
-        pending = r0, r1, gated_dwconv(h1, h2, first[2:], second[2:], fuse)[:, :, keep]
+        pending = r0, r1, gated_dwconv(h1, h2, first[2:], second[2:], keep, fuse)
     project_add_(x[:, :, pending[0]:pending[1]], pending[2], *project_out, fuse)
     return x
-
-
-def gdfn(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
-    """``x + ffn(block_norm(x))`` for a :class:`~dfpir.feedforward.GDFN` (``x`` is left as it is)."""
-    return gdfn_(block_norm, ffn, x.clone())
 
 
 #: Pixels per chunk when summing squares: a few hundred kB, so each chunk's squares stay in cache.

@@ -39,9 +39,9 @@ def reuse_freed_memory() -> bool:
     the operating system and returns them when the tensor is freed, so each large temporary
     pays a page fault and the kernel's zero-filling for every 4 kB it touches. Raising the
     thresholds to 1 GB keeps freed memory in the process, where the next tensor reuses it; the
-    process's peak memory stays what it was. This setting is process-wide, so the command-line
-    tools call it and the library does not. (``LD_PRELOAD`` of jemalloc or tcmalloc has a
-    similar effect.)
+    process's peak memory stays what it was. The setting is process-wide, so only
+    ``python -m dfpir.bench --reuse-memory`` makes it; the fused path gains nothing measurable
+    from it (docs/results.md, Speed). ``LD_PRELOAD`` of jemalloc or tcmalloc has a similar effect.
 
     Returns
     -------
