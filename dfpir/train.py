@@ -30,7 +30,6 @@ from tqdm import tqdm
 from .checkpoint import read
 from .checkpoint import save as save_checkpoint
 from .classifier import DegradationClassifier
-from .config import get_config
 from .errors import UserError, cli_main
 from .metrics import psnr, ssim
 from .network import DFPIR
@@ -230,7 +229,7 @@ def unflatten_state(prefix: str, tensors: dict[str, torch.Tensor], rest: dict, i
 def load_initial_weights(joint: Joint, path: str) -> None:
     """Start from the restorer (and, for the same degradations, the classifier) of a checkpoint.
 
-    The architecture must match ``model.preset``; a classifier trained for other degradations
+    The architecture must match the ``model`` section; a classifier trained for other degradations
     is left at its fresh initialisation, since its output classes differ.
     """
     from .checkpoint import load, load_classifier
@@ -241,7 +240,7 @@ def load_initial_weights(joint: Joint, path: str) -> None:
     except RuntimeError:
         raise UserError(
             f"train.init={path} holds a {restorer.config.preset!r} model that does not fit this run's; "
-            f"set model.preset (and model.guidance) to match it"
+            f"set model.preset (and the other model.* keys) to match it"
         ) from None
     classifier = load_classifier(path) if joint.classifier is not None else None
     if classifier is not None and classifier.classes == joint.classifier.classes:
@@ -255,7 +254,7 @@ class Trainer:
         self.cfg, self.dist, self.device = cfg, dist, device
         self.out = Path(cfg.train.out_dir)
         torch.manual_seed(cfg.train.seed)
-        model_cfg = get_config(cfg.model.preset, guidance=cfg.model.guidance)
+        model_cfg = cfg.model.config()
         classes = list(cfg.data.degradations)
         classifier = DegradationClassifier(classes) if cfg.train.classifier else None
         self.joint = Joint(DFPIR(model_cfg), classifier).to(device)

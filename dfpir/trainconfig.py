@@ -17,6 +17,9 @@ from typing import Any
 
 from .errors import UserError
 
+if typing.TYPE_CHECKING:
+    from .config import DFPIRConfig
+
 ALL_DEGRADATIONS = ["noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlight"]
 
 
@@ -26,6 +29,40 @@ class ModelSection:
 
     preset: str = "tiny"
     guidance: str = "faithful"
+    # Architecture overrides of the preset (0 or []: the preset's own value), see DFPIRConfig.
+    dim: int = 0
+    num_blocks: list[int] = field(default_factory=list)
+    num_refinement_blocks: int = -1  # -1: the preset's
+    heads: list[int] = field(default_factory=list)
+    ffn_expansion_factor: float = 0.0
+
+    def config(self) -> "DFPIRConfig":
+        """The network this section describes: the preset with the overrides applied.
+
+        Raises
+        ------
+        UserError
+            If the preset is unknown or the overrides do not make a valid network.
+        """
+        from .config import PRESETS as MODEL_PRESETS, get_config
+
+        if self.preset not in MODEL_PRESETS:
+            raise UserError(f"unknown model preset {self.preset!r}; choose one of: {', '.join(MODEL_PRESETS)}")
+        changes: dict[str, Any] = {"guidance": self.guidance}
+        if self.dim:
+            changes["dim"] = self.dim
+        if self.num_blocks:
+            changes["num_blocks"] = tuple(self.num_blocks)
+        if self.num_refinement_blocks >= 0:
+            changes["num_refinement_blocks"] = self.num_refinement_blocks
+        if self.heads:
+            changes["heads"] = tuple(self.heads)
+        if self.ffn_expansion_factor:
+            changes["ffn_expansion_factor"] = self.ffn_expansion_factor
+        try:
+            return get_config(self.preset, **changes)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"model section: {exc}") from None
 
 
 @dataclass
@@ -199,11 +236,9 @@ def resolve(preset: str = "demo", config_file: str | None = None, overrides: lis
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks with one-line messages."""
-    from .config import PRESETS as MODEL_PRESETS
     from .prompts import DEGRADATIONS
 
-    if cfg.model.preset not in MODEL_PRESETS:
-        raise UserError(f"unknown model preset {cfg.model.preset!r}; choose one of: {', '.join(MODEL_PRESETS)}")
+    cfg.model.config()  # raises on an unknown preset or an invalid architecture
     unknown = [d for d in cfg.data.degradations if d not in DEGRADATIONS]
     if unknown:
         raise UserError(f"unknown degradation {unknown[0]!r}; known: {', '.join(DEGRADATIONS)}")

@@ -93,12 +93,28 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["data.ratios=[1, 1, 1, 1, 1, -1, 1]"], "data.ratios must be 7 non-negative numbers"),
         (["optim.fft_weight=-0.5"], "optim.fft_weight must be >= 0"),
         (["data.layout=3task", "data.root=/tmp", "data.ratios=[1, 1, 1, 1, 1, 1, 1]"], "data.ratios needs synthetic degradations"),
+        (["model.preset=huge"], "unknown model preset 'huge'"),
+        (["model.dim=15"], "model section: dim must be a positive even number"),
+        (["model.num_blocks=[1, 1]"], "model section: num_blocks and heads need 4 entries"),
+        (["model.heads=[1, 3, 4, 8]"], "model section: level 2: 32 channels cannot be split into 3 heads"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args, message, capsys):
     assert train.main([*args, "train.steps=1"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_model_keys_override_the_presets_architecture(tmp_path):
+    cfg = quick(tmp_path, "model.dim=24", "model.num_blocks=[1, 2, 2, 4]", "model.num_refinement_blocks=0", "train.steps=1")
+    arch = cfg.model.config()
+    tiny = dfpir.get_config("tiny")
+    assert (arch.dim, arch.num_blocks, arch.num_refinement_blocks) == (24, (1, 2, 2, 4), 0)
+    assert (arch.heads, arch.ffn_expansion_factor) == (tiny.heads, tiny.ffn_expansion_factor)  # untouched keys
+    assert quick(tmp_path).model.config() == tiny
+    train.run(cfg)
+    # the checkpoint carries the overridden architecture, so it loads without naming it again
+    assert dfpir.load(tmp_path / "best.safetensors").config == arch
 
 
 def test_config_file_and_print_config(tmp_path, capsys):
