@@ -271,3 +271,15 @@ def test_command_line_process_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dfpir.restore", str(tmp_path / "none.png"), "-o", str(tmp_path / "o"),
                            "--degradation", "rain", "--weights", str(tmp_path / "w.safetensors")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_fused_strips_run_on_the_cpu_only(device):
+    """The fused strips speed up the CPU and slowed an H200 down (docs/results.md, Speed)."""
+    from dfpir.dgpb import DGPB
+    from dfpir.transformer import TransformerBlock
+
+    model = runner.Restorer(device=device).model
+    blocks = [m for m in model.modules() if isinstance(m, (TransformerBlock, DGPB))]
+    assert blocks and all(b.fused == (device == "cpu") for b in blocks)
