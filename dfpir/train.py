@@ -20,11 +20,12 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import read
@@ -127,7 +128,7 @@ def batch_indices(step: int, micro: int, accum: int, dist: Dist) -> list[list[in
 
 
 class SampleOrder:
-    """Global sample number -> dataset index: a seeded permutation of the dataset per epoch.
+    """Global sample number -> (epoch, dataset index): a seeded permutation of the dataset per epoch.
 
     Datasets here lay their degradations out in contiguous index ranges, so reading them in order
     would train on one degradation at a time; the permutation mixes them in every batch.
@@ -137,14 +138,42 @@ class SampleOrder:
         self.dataset, self.seed = dataset, seed
         self.epoch, self.perm = -1, torch.empty(0, dtype=torch.long)
 
-    def __call__(self, number: int) -> int:
+    def __call__(self, number: int) -> tuple[int, int]:
         epoch, i = divmod(number, len(self.dataset))
         if epoch != self.epoch:
             self.epoch = epoch
             self.perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-            if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(epoch)
-        return int(self.perm[i])
+        return epoch, int(self.perm[i])
+
+
+class EpochItems(Dataset):
+    """``items[(epoch, index)]`` is the dataset's item ``index`` drawn in ``epoch``, whichever process
+    asks: DataLoader workers hold copies of the dataset that never see the main process's epoch."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def micro_batches(dataset, order: SampleOrder, steps: range, micro: int, accum: int, dist: Dist,
+                  workers: int = 0, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
+    """The collated micro-batches of ``steps``, in order; with ``workers`` processes preparing them
+    ahead. Every item depends only on its (epoch, index), so the batches are the same for any
+    number of workers, and a resumed run that starts later sees the same ones."""
+    keys = ([order(i) for i in indices] for step in steps for indices in batch_indices(step, micro, accum, dist))
+    items = EpochItems(dataset)
+    if workers == 0:
+        return (collate([items[k] for k in batch]) for batch in keys)
+    loader = DataLoader(items, batch_sampler=keys, num_workers=workers, collate_fn=collate, pin_memory=pin_memory)
+    return iter(loader)
 
 
 def collate(items: list[dict]) -> dict[str, Any]:
@@ -344,14 +373,20 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
 
-    def train_step(self, dataset, order: SampleOrder) -> float:
-        """One optimisation step over the global batch (with gradient accumulation); returns the loss."""
+    def batches(self, dataset, end: int) -> Iterator[dict[str, Any]]:
+        """The micro-batches of steps ``self.step`` .. ``end - 1`` (see :func:`micro_batches`)."""
         cfg = self.cfg
         micro = cfg.optim.batch_size // (cfg.optim.accum_steps * self.dist.world)
+        return micro_batches(dataset, SampleOrder(dataset, cfg.train.seed), range(self.step, end), micro,
+                             cfg.optim.accum_steps, self.dist, cfg.data.workers, self.device.type == "cuda")
+
+    def train_step(self, batches: Iterator[dict[str, Any]]) -> float:
+        """One optimisation step over the global batch (with gradient accumulation); returns the loss."""
+        cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for indices in batch_indices(self.step, micro, cfg.optim.accum_steps, self.dist):
-            batch = collate([dataset[order(i)] for i in indices])
+        for _ in range(cfg.optim.accum_steps):
+            batch = next(batches)
             image = batch["input"].to(self.device)
             target = batch["target"].to(self.device)
             if cfg.train.channels_last:
@@ -454,7 +489,6 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
         path = out / "last.safetensors" if resume == "auto" else Path(resume)
         trainer.resume(path)
     dataset, val = build_data(cfg, cfg.train.steps * cfg.optim.batch_size)
-    order = SampleOrder(dataset, cfg.train.seed)
     if dist.main:
         (out / "config.toml").write_text(cfg.to_toml())
     writer = None
@@ -471,8 +505,9 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
     table: dict = {}
     try:
         end = min(cfg.train.steps, stop_at or cfg.train.steps)
+        batches = trainer.batches(dataset, end)
         while trainer.step < end:
-            loss = trainer.train_step(dataset, order)
+            loss = trainer.train_step(batches)
             seen += cfg.optim.batch_size
             lr = trainer.optimizer.param_groups[0]["lr"]
             bar.update(1)

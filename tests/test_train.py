@@ -117,6 +117,44 @@ def test_model_keys_override_the_presets_architecture(tmp_path):
     assert dfpir.load(tmp_path / "best.safetensors").config == arch
 
 
+class EpochStamped(torch.utils.data.Dataset):
+    """Item i of epoch e is the number 100 e + i (and the degradation "rain")."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, i: int) -> dict:
+        x = torch.full((1,), float(100 * self.epoch + i))
+        return {"input": x, "target": x, "degradation": "rain", "label": 0}
+
+
+def test_worker_processes_prepare_the_same_batches_across_epochs():
+    dataset, dist = EpochStamped(), train.Dist()
+
+    def stream(workers: int, steps: range) -> list[list[float]]:
+        order = train.SampleOrder(dataset, seed=3)
+        return [b["input"].flatten().tolist() for b in train.micro_batches(dataset, order, steps, 2, 2, dist, workers)]
+
+    inline = stream(0, range(0, 6))  # 6 steps x 2 micro-batches x 2 items = 24 samples: 5 epochs
+    assert len(inline) == 12 and {int(v) // 100 for b in inline for v in b} == {0, 1, 2, 3, 4}
+    for epoch in range(4):  # each full epoch is a permutation of the 5 items
+        assert sorted(v % 100 for b in inline for v in b if v // 100 == epoch) == [0, 1, 2, 3, 4]
+    assert stream(2, range(0, 6)) == inline
+    assert stream(2, range(2, 6)) == inline[4:]  # a resumed run starts mid-stream
+
+
+def test_training_with_workers_matches_training_without(tmp_path):
+    a = train.run(quick(tmp_path / "a", "train.steps=2"))
+    b = train.run(quick(tmp_path / "b", "train.steps=2", "data.workers=2"))
+    assert losses(tmp_path / "a") == losses(tmp_path / "b") and a == b
+
+
 def test_config_file_and_print_config(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[optim]\nlr = 3e-4\n[train]\nsteps = 7\n')
