@@ -24,6 +24,10 @@ Command line::
 
     python -m dfpir.analysis interference --preset tiny --out runs/interference
     python -m dfpir.analysis interference --weights best.safetensors --data builtin --out DIR
+    python -m dfpir.analysis blur-bound
+
+The last prints what Wiener deconvolution *with the true kernel* gains on the synthetic motion
+blur (:func:`deblur_bound`): an upper reference for what a blind restorer can learn.
 
 writes ``DIR/interference.png`` (heatmaps), ``DIR/interference_layers.png`` (per-layer matrices)
 and ``DIR/interference.json`` (the numbers).
@@ -787,6 +791,39 @@ def plot_attention_map(attention: torch.Tensor | np.ndarray, title: str = "maske
 # --------------------------------------------------------------------------------- command line
 
 
+# --------------------------------------------------------------------------- the deblurring bound
+
+#: Noise-to-signal ratios tried per crop by :func:`deblur_bound` (the best one counts).
+WIENER_NSRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, patch: int = 128, seed: int = 0) -> dict[str, float]:
+    """How much of the synthetic motion blur a *non-blind* restorer could undo.
+
+    ``count`` clean crops are blurred by :func:`dfpir.degradations.motion_blur`'s kernels (in
+    float64, no noise), then deconvolved by Wiener's filter with the true kernel, at the best of
+    :data:`WIENER_NSRS` for each crop. A blind restorer (such as DFPIR) must estimate the kernel
+    first, so its gain is below this one.
+
+    Returns
+    -------
+    dict
+        ``input_psnr``, ``wiener_psnr`` (means over the crops, dB) and their difference ``gain``.
+    """
+    from .degradations import blur_kernels, filter2d, wiener_deconvolve
+    from .metrics import psnr
+
+    clean = clean_crops(images, count, patch, seed).double()
+    kernels = blur_kernels(count, torch.Generator().manual_seed(seed)).double()
+    blurred = filter2d(clean, kernels).clamp(0, 1)
+    best = torch.stack([
+        torch.tensor([psnr(x, c) for x, c in zip(wiener_deconvolve(blurred, kernels, nsr), clean)]) for nsr in WIENER_NSRS
+    ]).amax(dim=0)
+    before = float(np.mean([psnr(x, c) for x, c in zip(blurred, clean)]))
+    after = float(best.mean())
+    return {"input_psnr": before, "wiener_psnr": after, "gain": after - before}
+
+
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -862,6 +899,22 @@ def run_interference(args: argparse.Namespace) -> Interference:
     return result
 
 
+def run_blur_bound(args: argparse.Namespace) -> dict[str, float]:
+    """The ``blur-bound`` command: print :func:`deblur_bound` on the chosen clean images."""
+    from .data import builtin_photos
+
+    if args.count < 1 or args.patch < 8:
+        raise UserError(f"--count must be >= 1 and --patch >= 8, got {args.count} and {args.patch}")
+    images = [img for _, img in builtin_photos("val")] if args.data == "builtin-val" else _clean_images(args.data)
+    small = [img.shape[:2] for img in images or [] if min(img.shape[:2]) < args.patch]
+    if small:
+        raise UserError(f"--patch {args.patch} is larger than an image ({small[0][0]} x {small[0][1]}); choose a smaller --patch")
+    r = deblur_bound(images, args.count, args.patch, args.seed)
+    print(f"{args.count} crops of {args.patch} px, motion blur (no noise): input {r['input_psnr']:.2f} dB, "
+          f"Wiener deconvolution with the true kernel {r['wiener_psnr']:.2f} dB ({r['gain']:+.2f} dB)")
+    return r
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dfpir.analysis`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m dfpir.analysis", description="Measuring tools for DFPIR models.")
@@ -879,6 +932,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     q.add_argument("--out", required=True, help="output folder")
+    b = sub.add_parser("blur-bound", help="what Wiener deconvolution with the true kernel gains on the synthetic motion blur")
+    b.add_argument("--data", default="builtin-val", help="'builtin-val' (the held-out strips of the built-in photos) or a folder of clean images")
+    b.add_argument("--count", type=int, default=64, help="crops (default 64)")
+    b.add_argument("--patch", type=int, default=128, help="crop size (default 128, the validation crops')")
+    b.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -888,6 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "interference":
         run_interference(args)
+    elif args.command == "blur-bound":
+        run_blur_bound(args)
     return 0
 
 

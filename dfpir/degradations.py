@@ -101,21 +101,63 @@ def filter2d(images: torch.Tensor, kernels: torch.Tensor, padding: str = "reflec
     Tensor
         (B, C, H, W) filtered images.
     """
+    x, (h, w), p = _pad_for(images, kernels, padding)
+    spectrum = torch.fft.rfft2(x) * _kernel_spectrum(kernels, x)[:, None]
+    y = torch.fft.irfft2(spectrum, s=x.shape[-2:])
+    return y[..., p : p + h, p : p + w]
+
+
+def wiener_deconvolve(blurred: torch.Tensor, kernels: torch.Tensor, nsr: float, padding: str = "reflect") -> torch.Tensor:
+    """Undo :func:`filter2d` with the *known* kernels: Wiener's filter ``conj(K) / (|K|^2 + nsr)``.
+
+    A non-blind bound for deblurring: how much of what a blur removed can come back when the
+    kernel is given, which a blind restorer must first estimate.
+
+    Parameters
+    ----------
+    blurred : Tensor
+        (B, C, H, W) images blurred by ``kernels``.
+    kernels : Tensor
+        (B, K, K) kernels, K odd, as given to :func:`filter2d`.
+    nsr : float
+        Noise-to-signal ratio, > 0: larger values restore less and amplify less noise.
+    padding : str
+        The padding ``blurred`` was made with.
+
+    Returns
+    -------
+    Tensor
+        (B, C, H, W) deconvolved images, clipped to [0, 1].
+    """
+    if nsr <= 0:
+        raise ValueError(f"nsr must be > 0, got {nsr}")
+    x, (h, w), p = _pad_for(blurred, kernels, padding)
+    k = _kernel_spectrum(kernels, x)[:, None]
+    y = torch.fft.irfft2(torch.fft.rfft2(x) * k.conj() / (k.abs() ** 2 + nsr), s=x.shape[-2:])
+    return y[..., p : p + h, p : p + w].clamp(0, 1)
+
+
+def _pad_for(images: torch.Tensor, kernels: torch.Tensor, padding: str) -> tuple[torch.Tensor, tuple[int, int], int]:
+    """Pad ``images`` by half the kernel size (``reflect``, or ``replicate`` where the image is too
+    small to reflect); returns the padded images, the original (H, W) and the padding."""
     b, c, h, w = images.shape
     k = kernels.shape[-1]
     if kernels.shape != (b, k, k) or k % 2 == 0:
         raise ValueError(f"kernels must have shape ({b}, K, K) with K odd, got {tuple(kernels.shape)}")
     p = k // 2
     mode = padding if (padding != "reflect" or (p < h and p < w)) else "replicate"
-    x = F.pad(images, (p, p, p, p), mode=mode)  # (B, C, H+2p, W+2p)
-    hp, wp = x.shape[-2:]
-    # Place the kernel centre at (0, 0) of a padded canvas so the product is a centred convolution.
-    canvas = torch.zeros(b, hp, wp, dtype=images.dtype, device=images.device)
-    canvas[:, :k, :k] = kernels.to(images.dtype)
-    canvas = torch.roll(canvas, shifts=(-p, -p), dims=(1, 2))
-    spectrum = torch.fft.rfft2(x) * torch.fft.rfft2(canvas)[:, None]
-    y = torch.fft.irfft2(spectrum, s=(hp, wp))
-    return y[..., p : p + h, p : p + w]
+    return F.pad(images, (p, p, p, p), mode=mode), (h, w), p  # (B, C, H+2p, W+2p)
+
+
+def _kernel_spectrum(kernels: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+    """(B, H', W'//2+1) spectra of the kernels on the padded images' canvas, centre at (0, 0),
+    so that a product of spectra is a centred convolution."""
+    b, k = kernels.shape[0], kernels.shape[-1]
+    hp, wp = padded.shape[-2:]
+    canvas = torch.zeros(b, hp, wp, dtype=padded.dtype, device=padded.device)
+    canvas[:, :k, :k] = kernels.to(padded.dtype)
+    canvas = torch.roll(canvas, shifts=(-(k // 2), -(k // 2)), dims=(1, 2))
+    return torch.fft.rfft2(canvas)
 
 
 # --------------------------------------------------------------------------- noise
