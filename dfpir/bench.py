@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 
 from .config import get_config
+from .errors import UserError, cli_main
 from .network import DFPIR
 from .speed import VARIANTS, prepare, reuse_freed_memory
 
@@ -84,24 +85,36 @@ def bench_forward(presets: list[str], sizes: list[int], batches: list[int], vari
     return rows
 
 
-def bench_train(presets: list[str], size: int, batch: int, repeats: int, device: torch.device) -> list[dict]:
-    """Time of one training step (forward, L1 loss, backward, Adam) per preset: one row each."""
+def bench_train(presets: list[str], size: int, batch: int, repeats: int, device: torch.device, precision: str = "fp32") -> list[dict]:
+    """Time of one training step (forward, L1 loss, backward, Adam) per preset: one row each.
+
+    ``precision`` is ``python -m dfpir.train``'s ``train.precision``: fp32, bf16 (autocast) or fp16
+    (autocast with loss scaling, CUDA only).
+    """
+    from .train import autocast
+
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     rows = []
     for preset in presets:
         torch.manual_seed(0)
         model = DFPIR(get_config(preset)).to(device).train()
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         image, prompt = inputs(model, batch, size, device)
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            torch.nn.functional.l1_loss(model(image, prompt), image).backward()
-            opt.step()
+            with autocast(device, precision):
+                loss = torch.nn.functional.l1_loss(model(image, prompt).float(), image)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
         timed(step, device)
         med = statistics.median(timed(step, device) for _ in range(repeats))
-        rows.append(dict(preset=preset, size=size, batch=batch, step_s=med, steps_per_s=1 / med, images_per_s=batch / med))
-        print(f"{preset:<10} patch {size} batch {batch}: {med:.3f} s/step, {1 / med:.2f} steps/s, {batch / med:.1f} img/s", flush=True)
+        rows.append(dict(preset=preset, size=size, batch=batch, precision=precision, step_s=med, steps_per_s=1 / med, images_per_s=batch / med))
+        print(f"{preset:<10} patch {size} batch {batch} {precision}: {med:.3f} s/step, {1 / med:.2f} steps/s, {batch / med:.1f} img/s", flush=True)
     return rows
 
 
@@ -156,6 +169,7 @@ def bench_profile(preset: str, size: int, batch: int, variant: str, device: torc
     return rows
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.bench [suite] [options]``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -177,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default="fused", choices=VARIANTS)
     p.add_argument("--variants", nargs="+", default=["original", "plain", "fast", "fused"], help="for compare")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="for train: as train.precision (fp16: CUDA only)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--reuse-memory", action="store_true",
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "forward":
         rows = bench_forward(args.presets, args.sizes, args.batches, args.variant, args.repeats, device)
     elif args.suite == "train":
-        rows = bench_train(args.presets, args.sizes[0], args.batches[-1], args.repeats, device)
+        rows = bench_train(args.presets, args.sizes[0], args.batches[-1], args.repeats, device, args.precision)
     elif args.suite == "profile":
         rows = bench_profile(args.presets[-1], args.sizes[0], args.batches[0], args.variant, device)
     else:

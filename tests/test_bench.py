@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from dfpir import bench
 
@@ -51,6 +52,28 @@ def test_forward_and_train_suites_write_json(tmp_path, suite):
     data = json.loads(out.read_text())
     assert data["suite"] == suite and data["rows"] and data["machine"]["threads"] == 1
     assert data["malloc"] == "default"
+
+
+def test_train_suite_runs_in_bf16_and_refuses_fp16_on_the_cpu(tmp_path, capsys, monkeypatch):
+    from dfpir import train
+
+    dtypes = []
+
+    def recording(device, precision):  # the training loop's own autocast, watched
+        ctx = train_autocast(device, precision)
+        dtypes.append(ctx.fast_dtype if isinstance(ctx, torch.autocast) else None)
+        return ctx
+
+    train_autocast = train.autocast
+    monkeypatch.setattr(train, "autocast", recording)
+    out = tmp_path / "train.json"
+    assert bench.main(["train", *SMALL, "--precision", "bf16", "--device", "cpu", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["precision"] == "bf16" and row["step_s"] > 0
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert bench.main(["train", *SMALL, "--precision", "fp16", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "fp16 needs a CUDA device" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
