@@ -788,9 +788,6 @@ def plot_attention_map(attention: torch.Tensor | np.ndarray, title: str = "maske
     return fig
 
 
-# --------------------------------------------------------------------------------- command line
-
-
 # --------------------------------------------------------------------------- the deblurring bound
 
 #: Noise-to-signal ratios tried per crop by :func:`deblur_bound` (the best one counts).
@@ -822,6 +819,9 @@ def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, pa
     before = float(np.mean([psnr(x, c) for x, c in zip(blurred, clean)]))
     after = float(best.mean())
     return {"input_psnr": before, "wiener_psnr": after, "gain": after - before}
+
+
+# --------------------------------------------------------------------------------- command line
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:

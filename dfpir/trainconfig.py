@@ -244,6 +244,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"unknown degradation {unknown[0]!r}; known: {', '.join(DEGRADATIONS)}")
     if cfg.train.precision not in ("fp32", "bf16", "fp16"):
         raise UserError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
+    if cfg.data.workers < 0:
+        raise UserError(f"data.workers must be >= 0 (0: prepare batches in the training process), got {cfg.data.workers}")
     for key, value in [("train.steps", cfg.train.steps), ("optim.batch_size", cfg.optim.batch_size),
                        ("optim.accum_steps", cfg.optim.accum_steps), ("data.patch_size", cfg.data.patch_size)]:
         if value < 1:

@@ -94,6 +94,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["optim.fft_weight=-0.5"], "optim.fft_weight must be >= 0"),
         (["data.layout=3task", "data.root=/tmp", "data.ratios=[1, 1, 1, 1, 1, 1, 1]"], "data.ratios needs synthetic degradations"),
         (["model.preset=huge"], "unknown model preset 'huge'"),
+        (["data.workers=-1"], "data.workers must be >= 0"),
         (["model.dim=15"], "model section: dim must be a positive even number"),
         (["model.num_blocks=[1, 1]"], "model section: num_blocks and heads need 4 entries"),
         (["model.heads=[1, 3, 4, 8]"], "model section: level 2: 32 channels cannot be split into 3 heads"),
