@@ -138,9 +138,10 @@ def _png_bit_depth(head: bytes) -> int:
 def _read_png16(path: Path) -> np.ndarray:
     import png
 
-    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-    planes = info["planes"]
-    data = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])  # (H, W * planes)
+    with open(path, "rb") as f:  # pypng's Reader(filename=...) never closes the file it opens
+        width, height, rows, info = png.Reader(file=f).asDirect()
+        planes = info["planes"]
+        data = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows])  # (H, W * planes)
     return data.reshape(height, width, planes)
 
 
