@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from .config import get_config
-from .errors import UserError, cli_main
+from .errors import cli_main
 from .network import DFPIR
 from .speed import VARIANTS, prepare, reuse_freed_memory
 
@@ -91,10 +91,9 @@ def bench_train(presets: list[str], size: int, batch: int, repeats: int, device:
     ``precision`` is ``python -m dfpir.train``'s ``train.precision``: fp32, bf16 (autocast) or fp16
     (autocast with loss scaling, CUDA only).
     """
-    from .train import autocast
+    from .train import autocast, check_precision
 
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    check_precision(device, precision, "--precision")
     rows = []
     for preset in presets:
         torch.manual_seed(0)

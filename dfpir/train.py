@@ -215,6 +215,12 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def check_precision(device: torch.device, precision: str, option: str = "train.precision") -> None:
+    """Refuse fp16 off CUDA: its loss scaling is a GPU recipe, and CPUs have bf16 for this."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError(f"{option}=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context for ``precision`` (``fp32``: none; ``bf16`` or ``fp16``)."""
     if precision == "fp32":
@@ -478,6 +484,7 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
+    check_precision(device, cfg.train.precision)
     dist = setup_distributed(device)
     if cfg.optim.batch_size % (cfg.optim.accum_steps * dist.world):
         raise UserError(f"optim.batch_size={cfg.optim.batch_size} must divide by accum_steps x processes = {cfg.optim.accum_steps * dist.world}")

@@ -223,7 +223,7 @@ def test_wiener_deconvolution_undoes_a_known_blur():
     clean = analysis.clean_crops(count=8, patch=96, seed=1).double()
     kernels = blur_kernels(8, torch.Generator().manual_seed(0)).double()
     blurred = filter2d(clean, kernels)
-    # the crops' borders are reflected, which no kernel explains, so some crops ring: the mean gains
+    # the crops' reflected borders fit no kernel, so some crops ring: only the mean gain is reliable
     gains = [psnr(r, c) - psnr(b, c) for r, b, c in zip(wiener_deconvolve(blurred, kernels, 3e-3), blurred, clean)]
     assert np.mean(gains) > 2
     delta = torch.zeros(8, 5, 5, dtype=torch.float64)
@@ -235,8 +235,9 @@ def test_wiener_deconvolution_undoes_a_known_blur():
 
 def test_blur_bound_command(capsys, tmp_path):
     r = analysis.run_blur_bound(analysis.build_parser().parse_args(["blur-bound", "--count", "4", "--patch", "48"]))
-    assert r["gain"] == pytest.approx(r["wiener_psnr"] - r["input_psnr"]) and r["gain"] > 1
-    assert "Wiener deconvolution with the true kernel" in capsys.readouterr().out
+    assert r["gain"] > 1
+    out = capsys.readouterr().out
+    assert f"input {r['input_psnr']:.2f} dB, Wiener deconvolution with the true kernel {r['wiener_psnr']:.2f} dB" in out
     assert analysis.main(["blur-bound", "--patch", "4000"]) == 2
     err = capsys.readouterr().err
     assert "larger than an image" in err and len(err.strip().splitlines()) == 1

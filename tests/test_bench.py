@@ -73,7 +73,7 @@ def test_train_suite_runs_in_bf16_and_refuses_fp16_on_the_cpu(tmp_path, capsys, 
     assert dtypes and set(dtypes) == {torch.bfloat16}
     assert bench.main(["train", *SMALL, "--precision", "fp16", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "fp16 needs a CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert "--precision=fp16 needs a CUDA device" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -95,6 +95,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["data.layout=3task", "data.root=/tmp", "data.ratios=[1, 1, 1, 1, 1, 1, 1]"], "data.ratios needs synthetic degradations"),
         (["model.preset=huge"], "unknown model preset 'huge'"),
         (["data.workers=-1"], "data.workers must be >= 0"),
+        (["train.precision=fp16", "train.device=cpu"], "train.precision=fp16 needs a CUDA device"),
         (["model.dim=15"], "model section: dim must be a positive even number"),
         (["model.num_blocks=[1, 1]"], "model section: num_blocks and heads need 4 entries"),
         (["model.heads=[1, 3, 4, 8]"], "model section: level 2: 32 channels cannot be split into 3 heads"),
@@ -154,6 +155,8 @@ def test_training_with_workers_matches_training_without(tmp_path):
     a = train.run(quick(tmp_path / "a", "train.steps=2"))
     b = train.run(quick(tmp_path / "b", "train.steps=2", "data.workers=2"))
     assert losses(tmp_path / "a") == losses(tmp_path / "b") and a == b
+    weights_a, weights_b = (dfpir.load(tmp_path / run / "last.safetensors").state_dict() for run in "ab")
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
 def test_config_file_and_print_config(tmp_path, capsys):
