@@ -794,31 +794,56 @@ def plot_attention_map(attention: torch.Tensor | np.ndarray, title: str = "maske
 WIENER_NSRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 
-def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, patch: int = 128, seed: int = 0) -> dict[str, float]:
-    """How much of the synthetic motion blur a *non-blind* restorer could undo.
+def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, patch: int = 128, seed: int = 0,
+                 ensemble: int = 2048, models: Mapping[str, DFPIR] | None = None) -> dict[str, Any]:
+    """How much of the synthetic motion blur linear filters undo, knowing the kernel or not.
 
     ``count`` clean crops are blurred by :func:`dfpir.degradations.motion_blur`'s kernels (in
-    float64, no noise), then deconvolved by Wiener's filter with the true kernel, at the best of
-    :data:`WIENER_NSRS` for each crop. A blind restorer (such as DFPIR) must estimate the kernel
-    first, so its gain is below this one.
+    float64, no noise), then restored two ways:
+
+    - *non-blind*: Wiener's filter with each crop's true kernel
+      (:func:`~dfpir.degradations.wiener_deconvolve`), at the best of :data:`WIENER_NSRS` for each
+      crop. A blind restorer (such as DFPIR) must estimate the kernel first, so its gain is below
+      this one.
+    - *fixed*: one linear filter for every crop, the best for the kernel distribution
+      (:func:`~dfpir.degradations.ensemble_wiener` over ``ensemble`` other kernels of the
+      generator), at the one of :data:`WIENER_NSRS` best on average. It needs no kernel: a
+      restorer that gains no more than this has learnt a generic sharpening, not to deblur each
+      image by its own shake.
+
+    ``models`` (name -> DFPIR) are run on the same blurred crops with the ``blur`` prompt, so that
+    trained restorers can be placed between the two.
 
     Returns
     -------
     dict
-        ``input_psnr``, ``wiener_psnr`` (means over the crops, dB) and their difference ``gain``.
+        ``input_psnr``, ``wiener_psnr``, ``fixed_psnr`` (means over the crops, dB), the gains
+        ``gain`` (Wiener) and ``fixed_gain`` over the input, and ``models``: name -> mean PSNR.
     """
-    from .degradations import blur_kernels, filter2d, wiener_deconvolve
+    from .degradations import blur_kernels, ensemble_wiener, filter2d, wiener_deconvolve
     from .metrics import psnr
+
+    def crop_psnr(restored: torch.Tensor) -> torch.Tensor:  # (count,) PSNR of each crop
+        return torch.tensor([psnr(x, c) for x, c in zip(restored, clean)])
 
     clean = clean_crops(images, count, patch, seed).double()
     kernels = blur_kernels(count, torch.Generator().manual_seed(seed)).double()
     blurred = filter2d(clean, kernels).clamp(0, 1)
-    best = torch.stack([
-        torch.tensor([psnr(x, c) for x, c in zip(wiener_deconvolve(blurred, kernels, nsr), clean)]) for nsr in WIENER_NSRS
-    ]).amax(dim=0)
-    before = float(np.mean([psnr(x, c) for x, c in zip(blurred, clean)]))
+    best = torch.stack([crop_psnr(wiener_deconvolve(blurred, kernels, nsr)) for nsr in WIENER_NSRS]).amax(dim=0)
+    others = blur_kernels(ensemble, torch.Generator().manual_seed(seed + 1)).double()
+    fixed = max(float(crop_psnr(ensemble_wiener(blurred, others, nsr)).mean()) for nsr in WIENER_NSRS)
+    before = float(crop_psnr(blurred).mean())
     after = float(best.mean())
-    return {"input_psnr": before, "wiener_psnr": after, "gain": after - before}
+    restored = {name: float(crop_psnr(_restore_blur(model, blurred)).mean()) for name, model in (models or {}).items()}
+    return {"input_psnr": before, "wiener_psnr": after, "gain": after - before, "fixed_psnr": fixed, "fixed_gain": fixed - before,
+            "models": restored}
+
+
+def _restore_blur(model: DFPIR, blurred: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """``model``'s restorations of (B, 3, H, W) float64 ``blurred`` with the ``blur`` prompt."""
+    with torch.no_grad():
+        parts = [model.restore(x.float(), "blur").clamp(0, 1) for x in blurred.split(batch)]
+    return torch.cat(parts).double()
 
 
 # --------------------------------------------------------------------------------- command line
@@ -909,10 +934,25 @@ def run_blur_bound(args: argparse.Namespace) -> dict[str, float]:
     small = [img.shape[:2] for img in images or [] if min(img.shape[:2]) < args.patch]
     if small:
         raise UserError(f"--patch {args.patch} is larger than an image ({small[0][0]} x {small[0][1]}); choose a smaller --patch")
-    r = deblur_bound(images, args.count, args.patch, args.seed)
+    models = {path: _blur_model(path) for path in args.weights}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = deblur_bound(images, args.count, args.patch, args.seed, models=models)
     print(f"{args.count} crops of {args.patch} px, motion blur (no noise): input {r['input_psnr']:.2f} dB, "
-          f"Wiener deconvolution with the true kernel {r['wiener_psnr']:.2f} dB ({r['gain']:+.2f} dB)")
+          f"Wiener deconvolution with the true kernel {r['wiener_psnr']:.2f} dB ({r['gain']:+.2f} dB), "
+          f"one fixed filter for all kernels {r['fixed_psnr']:.2f} dB ({r['fixed_gain']:+.2f} dB)")
+    for path, value in r["models"].items():
+        print(f"  {path}: {value:.2f} dB ({value - r['input_psnr']:+.2f} dB)")
     return r
+
+
+def _blur_model(path: str) -> DFPIR:
+    from .checkpoint import load
+
+    model = load(path)
+    if "blur" not in model.prompts.names:
+        raise UserError(f"{path}: this model has no 'blur' prompt (it knows: {', '.join(model.prompts.names)})")
+    return model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -932,11 +972,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     q.add_argument("--out", required=True, help="output folder")
-    b = sub.add_parser("blur-bound", help="what Wiener deconvolution with the true kernel gains on the synthetic motion blur")
+    b = sub.add_parser("blur-bound", help="what linear filters (knowing the kernel or not) and given models gain on the synthetic motion blur")
     b.add_argument("--data", default="builtin-val", help="'builtin-val' (the held-out strips of the built-in photos) or a folder of clean images")
     b.add_argument("--count", type=int, default=64, help="crops (default 64)")
     b.add_argument("--patch", type=int, default=128, help="crop size (default 128, the validation crops')")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--weights", nargs="*", default=[], metavar="CKPT", help="dfpir checkpoints to run on the same blurred crops (blur prompt)")
+    b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     return p
 
 

@@ -101,7 +101,8 @@ def filter2d(images: torch.Tensor, kernels: torch.Tensor, padding: str = "reflec
     Tensor
         (B, C, H, W) filtered images.
     """
-    x, (h, w), p = _pad_for(images, kernels, padding)
+    _check_kernels(kernels, images.shape[0])
+    x, (h, w), p = _pad_for(images, kernels.shape[-1], padding)
     spectrum = torch.fft.rfft2(x) * _kernel_spectrum(kernels, x)[:, None]
     y = torch.fft.irfft2(spectrum, s=x.shape[-2:])
     return y[..., p : p + h, p : p + w]
@@ -131,19 +132,68 @@ def wiener_deconvolve(blurred: torch.Tensor, kernels: torch.Tensor, nsr: float, 
     """
     if nsr <= 0:
         raise ValueError(f"nsr must be > 0, got {nsr}")
-    x, (h, w), p = _pad_for(blurred, kernels, padding)
+    _check_kernels(kernels, blurred.shape[0])
+    x, (h, w), p = _pad_for(blurred, kernels.shape[-1], padding)
     k = _kernel_spectrum(kernels, x)[:, None]
     y = torch.fft.irfft2(torch.fft.rfft2(x) * k.conj() / (k.abs() ** 2 + nsr), s=x.shape[-2:])
     return y[..., p : p + h, p : p + w].clamp(0, 1)
 
 
-def _pad_for(images: torch.Tensor, kernels: torch.Tensor, padding: str) -> tuple[torch.Tensor, tuple[int, int], int]:
-    """Pad ``images`` by half the kernel size (``reflect``, or ``replicate`` where the image is too
-    small to reflect); returns the padded images, the original (H, W) and the padding."""
-    b, c, h, w = images.shape
+def ensemble_wiener(blurred: torch.Tensor, ensemble: torch.Tensor, nsr: float, padding: str = "reflect", chunk: int = 256) -> torch.Tensor:
+    """Undo :func:`filter2d` with *one* linear filter for a whole distribution of kernels.
+
+    The filter is ``conj(E[K]) / (E[|K|^2] + nsr)``, the expectations taken over ``ensemble``:
+    with no noise (``nsr`` -> 0) it is the linear filter of least mean squared error when the
+    kernel is drawn from that distribution and not known. What it gains is what restoring
+    gets without estimating each image's kernel; a blind restorer must do better than this to
+    approach :func:`wiener_deconvolve`.
+
+    Parameters
+    ----------
+    blurred : Tensor
+        (B, C, H, W) images, each blurred by some kernel of the distribution.
+    ensemble : Tensor
+        (N, K, K) kernels, K odd, drawn from the distribution (any N).
+    nsr : float
+        Noise-to-signal ratio, >= 0: regularises frequencies that the kernels mostly remove.
+    padding : str
+        The padding ``blurred`` was made with.
+    chunk : int
+        Kernels transformed at a time (bounds memory for a large ``ensemble``).
+
+    Returns
+    -------
+    Tensor
+        (B, C, H, W) filtered images, clipped to [0, 1].
+    """
+    if nsr < 0:
+        raise ValueError(f"nsr must be >= 0, got {nsr}")
+    _check_kernels(ensemble)
+    x, (h, w), p = _pad_for(blurred, ensemble.shape[-1], padding)
+    mean = mean_power = 0.0
+    for part in ensemble.split(chunk):
+        k = _kernel_spectrum(part, x)  # (n, H', W'//2+1)
+        mean = mean + k.sum(dim=0)
+        mean_power = mean_power + (k.abs() ** 2).sum(dim=0)
+    mean, mean_power = mean / len(ensemble), mean_power / len(ensemble)
+    # mean_power >= |mean|^2 > 0 wherever the filter is not 0 (kernels sum to 1, so never at DC)
+    response = mean.conj() / (mean_power + nsr).clamp_min(torch.finfo(mean_power.dtype).tiny)
+    y = torch.fft.irfft2(torch.fft.rfft2(x) * response, s=x.shape[-2:])
+    return y[..., p : p + h, p : p + w].clamp(0, 1)
+
+
+def _check_kernels(kernels: torch.Tensor, batch: int | None = None) -> None:
+    """Raise ValueError unless ``kernels`` is (batch, K, K) with K odd (any count if ``batch`` is None)."""
     k = kernels.shape[-1]
-    if kernels.shape != (b, k, k) or k % 2 == 0:
-        raise ValueError(f"kernels must have shape ({b}, K, K) with K odd, got {tuple(kernels.shape)}")
+    n = kernels.shape[0] if batch is None else batch
+    if kernels.shape != (n, k, k) or k % 2 == 0:
+        raise ValueError(f"kernels must have shape ({'N' if batch is None else batch}, K, K) with K odd, got {tuple(kernels.shape)}")
+
+
+def _pad_for(images: torch.Tensor, k: int, padding: str) -> tuple[torch.Tensor, tuple[int, int], int]:
+    """Pad ``images`` by half the kernel size ``k`` (``reflect``, or ``replicate`` where the image
+    is too small to reflect); returns the padded images, the original (H, W) and the padding."""
+    h, w = images.shape[-2:]
     p = k // 2
     mode = padding if (padding != "reflect" or (p < h and p < w)) else "replicate"
     return F.pad(images, (p, p, p, p), mode=mode), (h, w), p  # (B, C, H+2p, W+2p)
