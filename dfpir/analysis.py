@@ -27,7 +27,9 @@ Command line::
     python -m dfpir.analysis blur-bound
 
 The last prints what Wiener deconvolution *with the true kernel* gains on the synthetic motion
-blur (:func:`deblur_bound`): an upper reference for what a blind restorer can learn.
+blur (:func:`deblur_bound`), an upper reference for what a blind restorer can learn, and what one
+fixed filter for every shake gains, the generic sharpening a restorer gets without estimating the
+kernel; ``--weights`` places trained checkpoints between the two.
 
 writes ``DIR/interference.png`` (heatmaps), ``DIR/interference_layers.png`` (per-layer matrices)
 and ``DIR/interference.json`` (the numbers).

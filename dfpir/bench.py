@@ -1,7 +1,8 @@
 """Benchmarks: ``python -m dfpir.bench [forward|train|compare|profile|restore|reference] [options]``.
 
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
-- ``train``: time of one training step (forward, L1 loss, backward, Adam);
+- ``train``: time of one training step (forward, L1 loss, backward, Adam) per preset, patch size
+  and batch;
 - ``compare``: execution variants of :mod:`dfpir.speed`, for one preset or several, side by side
   in one process, alternating pair by pair for several rounds (these machines are noisy), with
   medians and ratios to the first (``--presets restormer paper --variants fused`` gives the cost
@@ -30,8 +31,10 @@ from typing import Callable
 import torch
 
 from .config import get_config
-from .errors import cli_main
+from .checkpoint import atomic_write
+from .errors import UserError, cli_main
 from .network import DFPIR
+from .runner import resolve_device
 from .speed import VARIANTS, prepare, reuse_freed_memory
 
 
@@ -168,6 +171,65 @@ def bench_profile(preset: str, size: int, batch: int, variant: str, device: torc
     return rows
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m dfpir.bench`` argument parser (``restore`` and ``reference`` have their own)."""
+    p = argparse.ArgumentParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0],
+                                epilog="Every suite runs each preset at every size and batch given.")
+    p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "profile"],
+                   help="what to time (default forward); restore and reference take their own options: "
+                        "python -m dfpir.bench restore --help")
+    p.add_argument("--presets", nargs="+", metavar="PRESET", help="model presets (default: tiny small paper; profile: paper)")
+    p.add_argument("--sizes", type=int, nargs="+", metavar="PX",
+                   help="square image (or training patch) sizes in pixels (default: forward 128 256 512, others 128)")
+    p.add_argument("--batches", type=int, nargs="+", metavar="N", help="batch sizes (default: forward 1 8, train 8, others 1)")
+    p.add_argument("--variant", default="fused", choices=VARIANTS,
+                   help="execution variant of dfpir.speed for forward and profile (default fused)")
+    p.add_argument("--variants", nargs="+", default=["original", "plain", "fast", "fused"], choices=VARIANTS, metavar="VARIANT",
+                   help="for compare: the variants side by side, ratios to the first (default: original plain fast fused)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the median is reported (compare: rounds)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="for train: as train.precision (fp16: CUDA only)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--reuse-memory", action="store_true",
+                   help="keep freed memory in the process (dfpir.speed.reuse_freed_memory)")
+    p.add_argument("--json", type=Path, help="also write the numbers here")
+    return p
+
+
+#: (presets, sizes, batches) of each suite when not given on the command line.
+SUITE_DEFAULTS: dict[str, tuple[list[str], list[int], list[int]]] = {
+    "forward": (["tiny", "small", "paper"], [128, 256, 512], [1, 8]),
+    "train": (["tiny", "small", "paper"], [128], [8]),
+    "compare": (["tiny", "small", "paper"], [128], [1]),
+    "profile": (["paper"], [128], [1]),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Fill in the suite's defaults and refuse values no benchmark can use, before any model is
+    built (one-line errors)."""
+    from .config import PRESETS
+    from .train import check_writable
+
+    presets, sizes, batches = SUITE_DEFAULTS[args.suite]
+    args.presets, args.sizes, args.batches = args.presets or presets, args.sizes or sizes, args.batches or batches
+    unknown = [p for p in args.presets if p not in PRESETS]
+    if unknown:
+        raise UserError(f"unknown preset {unknown[0]!r}; choose from: {', '.join(PRESETS)}")
+    for name, values in (("--sizes", args.sizes), ("--batches", args.batches), ("--repeats", [args.repeats]),
+                         ("--threads", [args.threads or 1])):
+        if min(values) < 1:
+            raise UserError(f"{name} must be >= 1, got {min(values)}")
+    if min(args.sizes) < 8:
+        raise UserError(f"--sizes must be >= 8 pixels (the U-net halves the image three times), got {min(args.sizes)}")
+    if args.json:
+        if args.json.is_dir():
+            raise UserError(f"--json {args.json} is a folder; give a file name")
+        check_writable(args.json.parent)  # fail now, not after minutes of timing
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.bench [suite] [options]``; returns the exit code."""
@@ -179,40 +241,26 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["reference"]:
         from .bench_reference import main as reference_main
 
-        reference_main()
-        return 0
-    p = argparse.ArgumentParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "profile"],
-                   help="forward, train, compare or profile (restore and reference take their own options)")
-    p.add_argument("--presets", nargs="+", default=["tiny", "small", "paper"])
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--variant", default="fused", choices=VARIANTS)
-    p.add_argument("--variants", nargs="+", default=["original", "plain", "fast", "fused"], help="for compare")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="for train: as train.precision (fp16: CUDA only)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    p.add_argument("--reuse-memory", action="store_true",
-                   help="keep freed memory in the process (dfpir.speed.reuse_freed_memory)")
-    p.add_argument("--json", type=Path, help="also write the numbers here")
-    args = p.parse_args(argv)
+        return reference_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator = "reuse freed memory" if args.reuse_memory and reuse_freed_memory() else "default"
     print(f"malloc: {allocator}")
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
+    grid = [(size, batch) for size in args.sizes for batch in args.batches]
     if args.suite == "forward":
         rows = bench_forward(args.presets, args.sizes, args.batches, args.variant, args.repeats, device)
     elif args.suite == "train":
-        rows = bench_train(args.presets, args.sizes[0], args.batches[-1], args.repeats, device, args.precision)
+        rows = [r for size, batch in grid for r in bench_train(args.presets, size, batch, args.repeats, device, args.precision)]
     elif args.suite == "profile":
-        rows = bench_profile(args.presets[-1], args.sizes[0], args.batches[0], args.variant, device)
+        rows = [r for preset in args.presets for size, batch in grid for r in bench_profile(preset, size, batch, args.variant, device)]
     else:
-        rows = bench_compare(args.presets, args.sizes[0], args.batches[0], args.variants, args.repeats, device)
+        rows = [r for size, batch in grid for r in bench_compare(args.presets, size, batch, args.variants, args.repeats, device)]
     if args.json:
-        args.json.write_text(json.dumps({"suite": args.suite, "machine": machine(), "malloc": allocator, "rows": rows}, indent=2))
+        text = json.dumps({"suite": args.suite, "machine": machine(), "malloc": allocator, "rows": rows}, indent=2)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
         print(f"wrote {args.json}")
     return 0
 

@@ -8,8 +8,10 @@ does.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -21,6 +23,7 @@ import reference
 
 from . import attention, masked_attention, perturbation
 from .config import get_config
+from .errors import UserError, cli_main
 from .network import DFPIR
 
 
@@ -34,8 +37,8 @@ def _time(fn: Callable[[], object], repeat: int = 5) -> float:
     return statistics.median(runs)
 
 
-def main(size: int = 64) -> None:
-    """Print the benchmark table."""
+def run(size: int = 64) -> None:
+    """Print the benchmark table for ``size`` x ``size`` images."""
     torch.manual_seed(0)
     model = DFPIR(get_config("tiny")).eval()
     params = {k: v.numpy() for k, v in model.state_dict().items()}
@@ -94,5 +97,22 @@ def main(size: int = 64) -> None:
             print(f"  {name:<22} {tv:10.3f} | {tl} | {tt:10.3f}")
 
 
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dfpir.bench_reference [--size PX] [--threads N]`` (also ``python -m dfpir.bench reference``)."""
+    p = argparse.ArgumentParser(prog="python -m dfpir.bench reference", description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=64, help="image side in pixels for the forward pass and the ops (default 64)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    args = p.parse_args(argv)
+    if args.size < 8:
+        raise UserError(f"--size must be >= 8 pixels, got {args.size}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    run(args.size)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

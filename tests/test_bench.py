@@ -86,3 +86,45 @@ def test_reuse_memory_sets_the_allocator_and_is_recorded(tmp_path):
     assert "malloc: reuse freed memory" in done.stdout
     data = json.loads(out.read_text())
     assert data["malloc"] == "reuse freed memory" and len(data["rows"]) == 2
+
+
+def test_every_suite_covers_each_size_and_batch(tmp_path):
+    out = tmp_path / "grid.json"
+    args = ["train", "--presets", "tiny", "--sizes", "16", "24", "--batches", "1", "2", "--repeats", "1", "--threads", "1"]
+    assert bench.main([*args, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["size"], r["batch"]) for r in rows] == [(16, 1), (16, 2), (24, 1), (24, 2)]
+
+
+def test_each_suite_has_its_own_defaults():
+    parsed = {suite: bench.build_parser().parse_args([suite]) for suite in bench.SUITE_DEFAULTS}
+    for suite, args in parsed.items():
+        bench.check_args(args)
+        assert (args.presets, args.sizes, args.batches) == bench.SUITE_DEFAULTS[suite]
+    # the documented comparisons (``compare --sizes 256``) time batch 1 only, train times batch 8
+    assert parsed["compare"].batches == [1] and parsed["train"].batches == [8]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--presets", "bogus"], "unknown preset 'bogus'"),
+    (["--sizes", "0"], "--sizes must be >= 1"),
+    (["--sizes", "4"], "--sizes must be >= 8 pixels"),
+    (["--batches", "-1"], "--batches must be >= 1"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--threads", "-2"], "--threads must be >= 1"),
+    (["--device", "foo"], "unknown device 'foo'"),
+])
+def test_bad_arguments_are_one_line_errors_before_any_timing(bad, message, capsys):
+    assert bench.main(["forward", *bad]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "ms" not in captured.out  # nothing was timed
+
+
+def test_an_unwritable_json_path_is_refused_before_timing(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert bench.main(["forward", *SMALL, "--json", str(blocker / "x.json")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
+    assert bench.main(["forward", *SMALL, "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
