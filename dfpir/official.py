@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -108,16 +109,49 @@ def infer_official_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, A
         key = f"{prefix}.0.attn.temperature"
         return int(sd[key].shape[0]) if key in sd else 1
 
-    hidden = int(sd["encoder_level1.0.ffn.project_out.weight"].shape[1]) if "encoder_level1.0.ffn.project_out.weight" in sd else None
-    factor = 2.66 if hidden is None or int(dim * 2.66) == hidden else hidden / dim
+    widths = [(int(v.shape[0]), int(v.shape[1])) for k, v in sd.items() if k.endswith("ffn.project_out.weight") and v.ndim == 4]
     return dict(
         dim=dim,
         num_blocks=[count("encoder_level1"), count("encoder_level2"), count("encoder_level3"), count("latent")],
         num_refinement_blocks=count("refinement"),
         heads=[heads("encoder_level1"), heads("encoder_level2"), heads("encoder_level3"), heads("latent")],
-        ffn_expansion_factor=factor,
+        ffn_expansion_factor=expansion_factor(widths),
         bias="patch_embed.proj.bias" in sd,
         LayerNorm_type="WithBias" if "encoder_level1.0.norm1.body.bias" in sd else "BiasFree",
+    )
+
+
+def expansion_factor(widths: Sequence[tuple[int, int]], default: float = 2.66) -> float:
+    """The FFN expansion factor that gives every (channels, hidden) pair: ``int(C * f) == hidden``.
+
+    Every GDFN of the network truncates ``C * f`` at its own width ``C``, so each pair bounds
+    ``f`` to ``[hidden / C, (hidden + 1) / C)``. Returns ``default`` when it fits (or there are
+    no pairs), else the value with the fewest decimals in the intersection (the one a person
+    would have written, e.g. 2.7 rather than 2.6875, which fits level 1 but not level 2).
+
+    Raises
+    ------
+    OfficialCheckpointError
+        If no single factor fits every pair.
+    """
+
+    def fits(f: float) -> bool:
+        return all(int(c * f) == h for c, h in widths)
+
+    if not widths or fits(default):
+        return default
+    lo = max(h / c for c, h in widths)
+    hi = min((h + 1) / c for c, h in widths)
+    for decimals in range(1, 10):
+        scale = 10**decimals
+        f = math.ceil(lo * scale) / scale
+        while f < hi:
+            if fits(f):
+                return f
+            f = round(f + 1 / scale, decimals)
+    raise OfficialCheckpointError(
+        f"the FFN widths (channels, hidden) {sorted(set(widths))} fit no single ffn_expansion_factor: "
+        "not a state dict of the original DFPIR"
     )
 
 

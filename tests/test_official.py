@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import dfpir
-from dfpir.official import OfficialCheckpointError, infer_official_kwargs, official_to_ours
+from dfpir.official import OfficialCheckpointError, infer_official_kwargs, official_config, official_to_ours
 
-from .helpers import FIXTURE, load_fixture
+from .helpers import FIXTURE, load_fixture, to_official_names
 
-pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason="shared fixture not present")
+needs_fixture = pytest.mark.skipif(not FIXTURE.exists(), reason="shared fixture not present")
 
 # The DGPB sub-modules whose outputs the fixture records, under both names.
 HOOKS = {
@@ -39,6 +39,7 @@ def model(fixture):
     return dfpir.from_official(fixture["state_dict"], **fixture["kwargs"])
 
 
+@needs_fixture
 def test_output_matches_original(fixture, model):
     with torch.no_grad():
         out = model(torch.from_numpy(fixture["input"]), torch.from_numpy(fixture["text_code"]))
@@ -46,6 +47,7 @@ def test_output_matches_original(fixture, model):
     assert err < 1e-5, f"max abs difference to the original: {err:.3g}"
 
 
+@needs_fixture
 def test_intermediate_activations_match(fixture, model):
     captured = {}
     modules = dict(model.named_modules())
@@ -62,6 +64,7 @@ def test_intermediate_activations_match(fixture, model):
         assert err < 1e-5, f"{name}: max abs difference {err:.3g}"
 
 
+@needs_fixture
 def test_channel_orders_match(fixture, model):
     prompt = torch.from_numpy(fixture["text_code"])
     for theirs, ours in {
@@ -74,6 +77,7 @@ def test_channel_orders_match(fixture, model):
         np.testing.assert_array_equal(order.numpy(), fixture["order"][theirs], err_msg=theirs)
 
 
+@needs_fixture
 def test_shape_inference_recovers_the_constructor_arguments(fixture):
     kwargs = infer_official_kwargs({k: torch.from_numpy(v) for k, v in fixture["state_dict"].items()})
     for key, value in fixture["kwargs"].items():
@@ -81,6 +85,7 @@ def test_shape_inference_recovers_the_constructor_arguments(fixture):
     assert kwargs["LayerNorm_type"] == "WithBias" and kwargs["bias"] is False
 
 
+@needs_fixture
 def test_every_official_name_of_the_paper_model_maps_to_ours():
     tsv = FIXTURE.parents[1] / "spec" / "official_state_dict_full.tsv"
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
@@ -89,11 +94,13 @@ def test_every_official_name_of_the_paper_model_maps_to_ours():
     assert mapped == ours
 
 
+@needs_fixture
 def test_wrapper_prefixes_are_stripped(fixture):
     sd = {f"net.{k}": v for k, v in fixture["state_dict"].items()}
     dfpir.from_official(sd, **fixture["kwargs"])
 
 
+@needs_fixture
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -109,6 +116,39 @@ def test_bad_state_dicts_name_the_key(fixture, mutate, message):
         dfpir.from_official(sd, **fixture["kwargs"])
 
 
+@needs_fixture
 def test_wrong_constructor_arguments_are_reported(fixture):
     with pytest.raises(OfficialCheckpointError):
         dfpir.from_official(fixture["state_dict"], **{**fixture["kwargs"], "dim": 16})
+
+
+OTHER_CONFIGS = [
+    dict(dim=24, num_blocks=[2, 3, 3, 4], num_refinement_blocks=2, heads=[1, 2, 4, 8], ffn_expansion_factor=2.0, bias=True, LayerNorm_type="BiasFree"),
+    dict(dim=48, num_blocks=[1, 2, 2, 3], num_refinement_blocks=0, heads=[1, 2, 4, 8], ffn_expansion_factor=2.7, bias=False, LayerNorm_type="WithBias"),
+    dict(dim=32, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[2, 2, 4, 4], ffn_expansion_factor=1.5, bias=False, LayerNorm_type="BiasFree"),
+    dict(dim=48, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8], ffn_expansion_factor=2.3, bias=True, LayerNorm_type="WithBias"),
+]
+
+
+@pytest.mark.parametrize("kwargs", OTHER_CONFIGS, ids=lambda kw: f"dim{kw['dim']}-ffn{kw['ffn_expansion_factor']}")
+def test_other_configurations_of_the_original_are_inferred_and_load(kwargs):
+    """Widths, depths, heads, biases, norms and expansion factors other than the paper's; 2.7 and 2.3
+    are truncated differently at each level, so no single level's width gives the factor."""
+    torch.manual_seed(0)
+    ours = dfpir.DFPIR(official_config(**kwargs)).eval()
+    official = to_official_names(ours.state_dict())
+    assert infer_official_kwargs(official) == kwargs
+    again = dfpir.from_official(official, **infer_official_kwargs(official))
+    image = torch.rand(1, 3, 20, 28)
+    prompt = ours.embed_prompts("rain", 1)
+    torch.testing.assert_close(again(image, prompt), ours(image, prompt), rtol=0, atol=0)
+
+
+def test_expansion_factor_prefers_the_default_then_the_shortest_decimal():
+    from dfpir.official import expansion_factor
+
+    assert expansion_factor([(48, 127), (96, 255)]) == 2.66  # also fits 2.65..., the default wins
+    assert expansion_factor([(48, 129), (96, 259)]) == 2.7  # 129 / 48 = 2.6875 would give 258 at 96
+    assert expansion_factor([]) == 2.66
+    with pytest.raises(OfficialCheckpointError, match="fit no single ffn_expansion_factor"):
+        expansion_factor([(48, 129), (96, 200)])
