@@ -29,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,10 @@ def parse_with_tool(module: str, argv: list[str], monkeypatch, *, parse: bool = 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
     monkeypatch.setattr(sys, "argv", [module, *argv])
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=False)
+        with warnings.catch_warnings():
+            # the tests imported the module already; runpy says so, then runs it afresh as __main__
+            warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=False)
     except Parsed as done:
         return done
     except SystemExit as exc:
