@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import get_config
-from .errors import UserError, cli_main
+from .errors import UserError, check_output_folder, cli_main
 from .network import DFPIR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -864,15 +864,29 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _clean_images(data: str) -> list[np.ndarray] | None:
-    if data == "builtin":
-        return None
-    from .data import list_images, read_image
+def _clean_images(data: str, patch: int) -> list[np.ndarray]:
+    """The clean images ``--data`` names ('builtin': the built-in training parts, 'builtin-val':
+    the held-out strips, or a folder), each at least ``patch`` pixels on its shorter side."""
+    from .data import builtin_photos, list_images, read_image
 
-    files = list_images(data)
-    if not files:
-        raise UserError(f"{data}: no images found (give a folder of clean images, or 'builtin')")
-    return [read_image(f) for f in files]
+    if data in ("builtin", "builtin-val"):
+        images = [img for _, img in builtin_photos("train" if data == "builtin" else "val")]
+    else:
+        files = list_images(data)
+        if not files:
+            raise UserError(f"{data}: no images found (give a folder of clean images, 'builtin' or 'builtin-val')")
+        images = [read_image(f) for f in files]
+    small = [img.shape[:2] for img in images if min(img.shape[:2]) < patch]
+    if small:
+        raise UserError(f"--patch {patch} is larger than an image ({small[0][0]} x {small[0][1]}); choose a smaller --patch")
+    return images
+
+
+def _at_least(low: int, **options: int) -> None:
+    """One-line errors for command-line options below ``low``."""
+    for name, value in options.items():
+        if value < low:
+            raise UserError(f"--{name} must be >= {low}, got {value}")
 
 
 def run_interference(args: argparse.Namespace) -> Interference:
@@ -885,6 +899,13 @@ def run_interference(args: argparse.Namespace) -> Interference:
     from .checkpoint import load
     from .prompts import DEGRADATIONS
 
+    _at_least(1, batch=args.batch, patch=args.patch)
+    _at_least(0, threads=args.threads)  # 0: torch's default
+    if args.patch % 8:
+        raise UserError(f"--patch must be a multiple of 8, got {args.patch}")
+    if args.degradations is not None and len(set(args.degradations)) < 2:
+        raise UserError("--degradations needs at least two different names: interference is between degradations")
+    check_output_folder(Path(args.out))  # before minutes of gradients, not after
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = _parse_overrides(args.set)
@@ -907,9 +928,7 @@ def run_interference(args: argparse.Namespace) -> Interference:
         missing = [n for n in names if n not in model.prompts.names]
         if missing:
             raise UserError(f"the model's prompt bank has no {missing[0]!r}; it knows: {', '.join(model.prompts.names)}")
-    if args.patch % 8:
-        raise UserError(f"--patch must be a multiple of 8, got {args.patch}")
-    batches = task_batches(names, _clean_images(args.data), args.batch, args.patch, args.seed)
+    batches = task_batches(names, _clean_images(args.data, args.patch), args.batch, args.patch, args.seed)
     meta = {"source": source, "ablation": args.ablation, "data": args.data, "batch": args.batch, "patch": args.patch, "seed": args.seed}
     result = measure_interference(model, batches, meta)
     out = Path(args.out)
@@ -928,14 +947,10 @@ def run_interference(args: argparse.Namespace) -> Interference:
 
 def run_blur_bound(args: argparse.Namespace) -> dict[str, float]:
     """The ``blur-bound`` command: print :func:`deblur_bound` on the chosen clean images."""
-    from .data import builtin_photos
-
-    if args.count < 1 or args.patch < 8:
-        raise UserError(f"--count must be >= 1 and --patch >= 8, got {args.count} and {args.patch}")
-    images = [img for _, img in builtin_photos("val")] if args.data == "builtin-val" else _clean_images(args.data)
-    small = [img.shape[:2] for img in images or [] if min(img.shape[:2]) < args.patch]
-    if small:
-        raise UserError(f"--patch {args.patch} is larger than an image ({small[0][0]} x {small[0][1]}); choose a smaller --patch")
+    _at_least(1, count=args.count)
+    _at_least(8, patch=args.patch)
+    _at_least(0, threads=args.threads)  # 0: torch's default
+    images = _clean_images(args.data, args.patch)
     models = {path: _blur_model(path) for path in args.weights}
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -967,7 +982,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--preset", help="a freshly initialised model of this preset (tiny, small, paper, restormer)")
     q.add_argument("--ablation", default="none", choices=ABLATIONS, help="switch one part of the model off (default none)")
     q.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config field of a fresh model, e.g. dim=8 (repeatable)")
-    q.add_argument("--data", default="builtin", help="'builtin' (scikit-image photos) or a folder of clean images")
+    q.add_argument("--data", default="builtin",
+                   help="'builtin' (the training parts of the built-in photos, default), 'builtin-val' (their held-out strips) or a folder of clean images")
     q.add_argument("--degradations", nargs="+", help="default: the checkpoint's prompt bank, or all seven")
     q.add_argument("--batch", type=int, default=4, help="crops per degradation (default 4)")
     q.add_argument("--patch", type=int, default=64, help="crop size, a multiple of 8 (default 64)")
@@ -975,7 +991,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     q.add_argument("--out", required=True, help="output folder")
     b = sub.add_parser("blur-bound", help="what linear filters (knowing the kernel or not) and given models gain on the synthetic motion blur")
-    b.add_argument("--data", default="builtin-val", help="'builtin-val' (the held-out strips of the built-in photos) or a folder of clean images")
+    b.add_argument("--data", default="builtin-val",
+                   help="'builtin-val' (the held-out strips of the built-in photos, default), 'builtin' (their training parts) or a folder of clean images")
     b.add_argument("--count", type=int, default=64, help="crops (default 64)")
     b.add_argument("--patch", type=int, default=128, help="crop size (default 128, the validation crops')")
     b.add_argument("--seed", type=int, default=0)

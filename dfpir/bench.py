@@ -32,7 +32,7 @@ import torch
 
 from .config import get_config
 from .checkpoint import atomic_write
-from .errors import UserError, cli_main
+from .errors import UserError, check_output_folder, cli_main
 from .network import DFPIR
 from .runner import resolve_device
 from .speed import VARIANTS, prepare, reuse_freed_memory
@@ -211,7 +211,6 @@ def check_args(args: argparse.Namespace) -> None:
     """Fill in the suite's defaults and refuse values no benchmark can use, before any model is
     built (one-line errors)."""
     from .config import PRESETS
-    from .train import check_writable
 
     presets, sizes, batches = SUITE_DEFAULTS[args.suite]
     args.presets, args.sizes, args.batches = args.presets or presets, args.sizes or sizes, args.batches or batches
@@ -227,7 +226,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.json:
         if args.json.is_dir():
             raise UserError(f"--json {args.json} is a folder; give a file name")
-        check_writable(args.json.parent)  # fail now, not after minutes of timing
+        check_output_folder(args.json.parent)  # fail now, not after minutes of timing
 
 
 @cli_main

@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="image side in pixels for the forward pass and the ops (default 64)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
-    if args.size < 8:
-        raise UserError(f"--size must be >= 8 pixels, got {args.size}")
+    if args.size < 8 or args.size % 2:
+        raise UserError(f"--size must be an even number >= 8 (the per-op table includes a pixel unshuffle), got {args.size}")
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")

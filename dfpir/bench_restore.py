@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import cli_main
+from .errors import UserError, cli_main
 
 
 def _rss_now() -> int:
@@ -51,7 +52,7 @@ def child(size: int, preset: str, max_tiles: int | None, budget_gb: float | None
 
     torch.manual_seed(0)
     model = DFPIR(get_config(preset)).eval()
-    budget = int(budget_gb * 2**30) if budget_gb else DEFAULT_CPU_BUDGET
+    budget = int(budget_gb * 2**30) if budget_gb is not None else DEFAULT_CPU_BUDGET
     pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     start_rss = _rss_now()
     start = time.perf_counter()
@@ -96,29 +97,45 @@ def run_child(args: list[str]) -> dict:
     """Run this module in a fresh process with ``args`` and parse its JSON line."""
     proc = subprocess.run([sys.executable, "-m", "dfpir.bench_restore", *args], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1].removeprefix("error: ")
+        raise UserError(f"the benchmark of {' '.join(args[1:])} failed in its child process: {last}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """One-line errors for values no run can use, before any child process starts."""
+    from .config import PRESETS
+
+    if args.preset not in PRESETS:
+        raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    if min(args.sizes) < 8:
+        raise UserError(f"--sizes must be >= 8 pixels, got {min(args.sizes)}")
+    if args.max_tiles is not None and args.max_tiles < 1:
+        raise UserError(f"--max-tiles must be >= 1, got {args.max_tiles}")
+    if args.memory_gb is not None and not (math.isfinite(args.memory_gb) and args.memory_gb > 0):
+        raise UserError(f"--memory-gb must be a positive number of GiB, got {args.memory_gb}")
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """Print one line per size: tiles, time and peak RSS."""
     p = argparse.ArgumentParser(prog="python -m dfpir.bench_restore", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096], help="image sides (1, 4, 16 MP)")
-    p.add_argument("--preset", default="paper")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096], help="image sides in pixels (default 1024 2048 4096: 1, 4, 16 MP)")
+    p.add_argument("--preset", default="paper", help="model preset, random weights (default paper)")
     p.add_argument("--max-tiles", type=int, help="run only this many tiles per size, extrapolate the time")
     p.add_argument("--memory-gb", type=float, help="activation budget (default: dfpir.tiling's CPU default)")
     p.add_argument("--fit", action="store_true", help="measure whole-image activation bytes per pixel instead")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    check_args(args)
     if args.child:
         result = child_fit(args.sizes[0], args.preset) if args.fit else child(args.sizes[0], args.preset, args.max_tiles, args.memory_gb)
         print(json.dumps(result))
         return 0
     print(f"preset {args.preset}, CPU, {torch.get_num_threads()} threads, random weights")
     for size in args.sizes:
-        extra = ["--fit"] if args.fit else (["--max-tiles", str(args.max_tiles)] if args.max_tiles else [])
-        extra += ["--memory-gb", str(args.memory_gb)] if args.memory_gb else []
+        extra = ["--fit"] if args.fit else (["--max-tiles", str(args.max_tiles)] if args.max_tiles is not None else [])
+        extra += ["--memory-gb", str(args.memory_gb)] if args.memory_gb is not None else []
         r = run_child(["--child", "--sizes", str(size), "--preset", args.preset, *extra])
         if args.fit:
             print(f"{size}x{size}: {r['bytes_per_pixel']:.0f} B/pixel ({r['per_dim']:.0f} per unit of dim)")

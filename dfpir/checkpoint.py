@@ -71,6 +71,8 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the weights file (.safetensors) inside it")
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:
@@ -87,6 +89,14 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, metadata
 
 
+def state_dict_problem(exc: RuntimeError) -> str:
+    """The first concrete problem in torch's multi-line ``load_state_dict`` error (its first line
+    only says that there are errors)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+    return detail.rstrip(".")
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
     """Load a checkpoint written by :func:`save` and return the model in eval mode on ``device``."""
     tensors, metadata = read(path)
@@ -94,11 +104,16 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
         config = DFPIRConfig.from_dict(json.loads(metadata["config"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid model config in the checkpoint ({exc})") from None
-    texts = json.loads(metadata.get("prompt_texts", "{}"))
-    vectors = {k[len("prompt."):]: v.numpy() for k, v in tensors.items() if k.startswith("prompt.")}
-    order = json.loads(metadata.get("prompt_order", "[]"))
-    names = [n for n in order if n in vectors] + sorted(n for n in vectors if n not in order)
-    bank = PromptBank({n: vectors[n] for n in names}, texts)
+    try:
+        texts = json.loads(metadata.get("prompt_texts", "{}"))
+        order = json.loads(metadata.get("prompt_order", "[]"))
+        vectors = {k[len("prompt."):]: v.numpy() for k, v in tensors.items() if k.startswith("prompt.")}
+        names = [n for n in order if n in vectors] + sorted(n for n in vectors if n not in order)
+        bank = PromptBank({n: vectors[n] for n in names}, texts)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid prompt bank in the checkpoint ({exc})") from None
+    if bank.names and bank.dim != config.prompt_dim:
+        raise CheckpointError(f"{path}: its prompt embeddings have width {bank.dim}, its model needs {config.prompt_dim}")
     model = DFPIR(config, prompts=bank)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = model.state_dict()
@@ -126,5 +141,5 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     try:
         clf.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: the stored classifier does not fit: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: the stored classifier does not fit its classes: {state_dict_problem(exc)}") from None
     return clf.to(device).eval()

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .checkpoint import save
-from .errors import UserError, cli_main
-from .official import from_official, infer_official_kwargs, load_official_file
+from .errors import UserError, check_output_folder, cli_main
+from .official import from_official, infer_official_kwargs, load_official_file, official_config
 from .prompts import PromptBank
 
 
@@ -31,12 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_output(path: Path) -> None:
+    """Refuse an output that cannot be a checkpoint file, before the (large) input is read."""
+    if path.suffix != ".safetensors":
+        raise UserError(f"-o {path}: our checkpoints are safetensors files; name it with a .safetensors suffix")
+    if path.is_dir():
+        raise UserError(f"-o {path} is a folder; give a file name ending in .safetensors")
+    check_output_folder(path.parent)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.convert CHECKPOINT -o OUTPUT [--prompts FILE]``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    check_output(Path(args.output))
     state_dict = load_official_file(args.checkpoint)
     kwargs = infer_official_kwargs(state_dict)
+    try:
+        official_config(**kwargs)
+    except ValueError as exc:
+        raise UserError(f"{args.checkpoint}: its tensor shapes make no valid DFPIR ({exc}); is it a checkpoint of the original DFPIR?") from None
     prompts = PromptBank.from_file(args.prompts) if args.prompts else None
     if prompts is not None and prompts.dim != 512:
         raise UserError(f"{args.prompts}: prompt embeddings have width {prompts.dim}, DFPIR needs 512")

@@ -1031,6 +1031,19 @@ def _bench_model(preset: str, clean: torch.Tensor, repeats: int) -> float:
 # --------------------------------------------------------------------------- command line
 
 
+def _check_bench_args(args: argparse.Namespace) -> None:
+    """One-line errors for ``data bench`` values that cannot be timed, before any timing runs."""
+    from .config import PRESETS
+
+    for name, value in (("--size", args.size), ("--batch", args.batch), ("--repeats", args.repeats), ("--threads", 1 if args.threads is None else args.threads)):
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
+    if any(w < 0 for w in args.workers):
+        raise UserError(f"--workers must be >= 0, got {min(args.workers)}")
+    if args.model != "none" and args.model not in PRESETS:
+        raise UserError(f"unknown --model {args.model!r}; choose one of: {', '.join(PRESETS)}, none")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.data {check,bench}``."""
@@ -1055,12 +1068,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.command == "bench":
+        _check_bench_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
         bench(args.size, args.batch, args.repeats, args.workers, None if args.model == "none" else args.model)
         return 0
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1 (files read per task), got {args.limit}")
+    if args.patch_size < 1:
+        raise UserError(f"--patch-size must be >= 1, got {args.patch_size}")
     if args.root is not None and not Path(args.root).is_dir():
-        raise UserError(f"{args.root}: folder not found")
+        raise UserError(f"{args.root}: {'is a file, not a folder' if Path(args.root).exists() else 'folder not found'}")
     rows = check(args.layout, args.root, args.split, args.patch_size, args.limit, degradation=args.degradation,
                  name_rule=args.name_rule, input_dir=args.input_dir, target_dir=args.target_dir)
     print(format_check(rows))

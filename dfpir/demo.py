@@ -12,17 +12,25 @@ shipped weights (the true degradation's prompt, and the classifier's guess), and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import cli_main
+from .errors import UserError, cli_main
 from .metrics import psnr, ssim
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import Restorer
 
 SEED = 2025
 MAX_SIDE = 192  # centre crop, so the demo runs in a minute or two on 2 CPU cores
@@ -66,14 +74,43 @@ def run_demo(weights: Path | None, out: Path, photos: int | None = None, precisi
     Restoration goes through :class:`dfpir.runner.Restorer`, exactly as ``python -m dfpir.restore``.
     """
     from .data import builtin_photos
-    from .degradations import degrade
     from .runner import Restorer
-    import imageio.v3 as iio
 
+    if photos is not None and photos < 1:
+        raise UserError(f"--photos must be >= 1, got {photos}")
     restorer = Restorer(weights, device, precision)
     names = restorer.classifier.classes if restorer.classifier is not None else restorer.names
     images = [(n, centre_crop(img)) for n, img in builtin_photos("val")][:photos]
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_folder(out) as stage:
+        results = _degrade_restore_measure(restorer, names, images, stage)
+    return results
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A hidden folder beside ``out`` to write into; its files move into ``out`` only on success,
+    so an interrupted or failed run leaves no half-written gallery (and no empty ``out``)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out} is a file, not a folder; choose another output folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    try:
+        yield stage
+        out.mkdir(exist_ok=True)
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _degrade_restore_measure(restorer: Restorer, names: list[str], images: list[tuple[str, np.ndarray]], out: Path) -> dict:
+    """The demo's loop: every degradation of every photo, restored (and classified); files into ``out``."""
+    from .degradations import degrade
+    import imageio.v3 as iio
+
     results: dict[str, dict] = {}
     gallery_rows, page = [], []
     bar = tqdm(total=len(names) * len(images), desc="demo", dynamic_ncols=True)
@@ -106,6 +143,7 @@ def run_demo(weights: Path | None, out: Path, photos: int | None = None, precisi
     (out / "index.html").write_text(gallery_html(page))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
 
 
 def gallery_html(rows: list[tuple[str, str, float, float]]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from functools import wraps
+from pathlib import Path
 from typing import Callable
 
 USAGE_ERROR = 2
@@ -28,3 +29,20 @@ def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
             return 130
 
     return wrapper
+
+
+def check_output_folder(folder: Path) -> None:
+    """Create ``folder`` and make sure files can be written in it, else a one-line :class:`UserError`.
+
+    Commands call it before long work, so that a bad output path fails in a second, not after.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"cannot write to output folder {folder}: it is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None

@@ -213,6 +213,8 @@ def from_official(
 def load_official_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a released ``.pth``/``.pth.tar``/``.ckpt`` safely (``weights_only=True``: no code runs)."""
     path = Path(path)
+    if path.is_dir():
+        raise OfficialCheckpointError(f"{path} is a folder; give the checkpoint file (.pth, .pth.tar or .ckpt)")
     if not path.is_file():
         raise OfficialCheckpointError(f"checkpoint not found: {path}")
     try:

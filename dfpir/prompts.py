@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -186,7 +187,11 @@ class PromptBank:
         """Load ``name -> vector`` from ``.npz`` or ``.safetensors`` (e.g. CLIP text features)."""
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"prompt embedding file not found: {path}")
+            raise ValueError(f"prompt embedding {'path is a folder' if path.is_dir() else 'file not found'}: {path}")
+        if path.suffix not in (".npz", ".safetensors"):
+            raise ValueError(f"{path}: prompt embeddings must be an .npz or .safetensors file of name -> vector")
+        if path.suffix == ".npz" and not zipfile.is_zipfile(path):
+            raise ValueError(f"cannot read prompt embeddings from {path}: not an .npz archive (numpy.savez writes one)")
         try:
             if path.suffix == ".safetensors":
                 from safetensors import safe_open

@@ -9,25 +9,35 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import PRESETS, DFPIRConfig
+from .errors import UserError, cli_main
 from .network import DFPIR
 
 
 def count_flops(config: DFPIRConfig, size: int = 256) -> int:
-    """FLOPs of one forward pass on a ``size`` x ``size`` image (torch's counter: convs and matmuls)."""
+    """FLOPs of one forward pass on a ``size`` x ``size`` image (torch's counter: convs and matmuls).
+
+    The network runs on the image reflect-padded to a multiple of 8, so that is what is counted.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    padded = -(-size // 8) * 8
     with torch.device("meta"):
         model = DFPIR(config)
-        image = torch.zeros(1, 3, size, size)
+        image = torch.zeros(1, 3, padded, padded)
         prompt = torch.zeros(1, config.prompt_dim)
         with FlopCounterMode(display=False) as counter:
             model.forward_padded(image, prompt)
     return counter.get_total_flops()
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.summary [--size N]``: print every preset's size and cost; returns 0."""
     p = argparse.ArgumentParser(prog="python -m dfpir.summary", description=__doc__)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=256, help="image side in pixels for the FLOPs (default 256; counted padded to a multiple of 8)")
     args = p.parse_args(argv)
+    if args.size < 1:
+        raise UserError(f"--size must be >= 1 pixel, got {args.size}")
     print(f"{'preset':<10} {'parameters':>12} {'trainable':>12} {f'GFLOPs@{args.size}':>13}")
     for name, cfg in PRESETS.items():
         model = DFPIR(cfg)

@@ -196,8 +196,31 @@ def test_cli_on_a_checkpoint_with_an_ablation(tmp_path, small_model):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert analysis.main(["interference", "--preset", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown preset" in capsys.readouterr().err
-    assert analysis.main(["interference", "--preset", "tiny", "--degradations", "fog", "--out", str(tmp_path)]) == 2
+    assert analysis.main(["interference", "--preset", "tiny", "--degradations", "fog", "rain", "--out", str(tmp_path)]) == 2
     assert "unknown degradation" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "0"], "--batch must be >= 1"),
+    (["--patch", "0"], "--patch must be >= 1"),
+    (["--patch", "-8"], "--patch must be >= 1"),
+    (["--patch", "4096"], "--patch 4096 is larger than an image"),
+    (["--threads", "-1"], "--threads must be >= 0"),
+    (["--degradations", "rain"], "at least two different names"),
+    (["--degradations", "rain", "rain"], "at least two different names"),
+])
+def test_interference_refuses_what_it_cannot_measure(args, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analysis.main(["interference", "--preset", "tiny", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (out / "interference.json").exists()
+
+
+def test_interference_checks_its_output_folder_first(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert analysis.main(["interference", "--preset", "tiny", "--out", str(tmp_path / "afile" / "sub")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
 
 
 def test_cli_reads_a_folder_of_clean_images(tmp_path):
@@ -270,6 +293,8 @@ def test_blur_bound_command(capsys, tmp_path):
     DFPIR(get_config("tiny"), prompts=PromptBank({"rain": bank.embeddings["rain"]})).save(tmp_path / "rain.safetensors")
     assert analysis.main(["blur-bound", "--weights", str(tmp_path / "rain.safetensors")]) == 2
     assert "no 'blur' prompt" in capsys.readouterr().err
+    assert analysis.main(["blur-bound", "--threads", "-1"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
     assert analysis.main(["blur-bound", "--patch", "4000"]) == 2
     err = capsys.readouterr().err
     assert "larger than an image" in err and len(err.strip().splitlines()) == 1

@@ -128,3 +128,31 @@ def test_an_unwritable_json_path_is_refused_before_timing(tmp_path, capsys):
     assert "cannot write to output folder" in capsys.readouterr().err
     assert bench.main(["forward", *SMALL, "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["restore", "--sizes", "0"], "--sizes must be >= 8 pixels"),
+    (["restore", "--preset", "huge"], "unknown preset 'huge'"),
+    (["restore", "--memory-gb", "-1"], "--memory-gb must be a positive number"),
+    (["restore", "--memory-gb", "inf"], "--memory-gb must be a positive number"),
+    (["restore", "--max-tiles", "0"], "--max-tiles must be >= 1"),
+    (["reference", "--size", "13"], "--size must be an even number >= 8"),
+    (["reference", "--threads", "0"], "--threads must be >= 1"),
+])
+def test_restore_and_reference_suites_refuse_impossible_values(args, message, capsys):
+    assert bench.main(args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert captured.out == ""
+
+
+def test_a_failing_restore_child_is_a_one_line_error(monkeypatch, capsys):
+    from dfpir import bench_restore
+
+    def failing(cmd, **kwargs):  # what a child that ran out of memory returns
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="Traceback...\nMemoryError: out of memory")
+
+    monkeypatch.setattr(bench_restore.subprocess, "run", failing)
+    assert bench.main(["restore", "--sizes", "64", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: the benchmark of --sizes 64 --preset tiny failed in its child process: MemoryError: out of memory"

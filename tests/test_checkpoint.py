@@ -12,7 +12,7 @@ import dfpir
 from dfpir import convert
 from dfpir.prompts import ClipTextEncoder, HashingTextEncoder, PromptBank
 
-from .helpers import FIXTURE, load_fixture
+from .helpers import FIXTURE, load_fixture, to_official_names
 
 
 def tiny() -> dfpir.DFPIR:
@@ -40,6 +40,8 @@ def test_loading_a_file_that_is_not_a_checkpoint_says_so(tmp_path):
         dfpir.load(junk)
     with pytest.raises(dfpir.CheckpointError, match="not found"):
         dfpir.load(tmp_path / "missing.safetensors")
+    with pytest.raises(dfpir.CheckpointError, match="is a folder"):
+        dfpir.load(tmp_path)
 
 
 def test_plain_safetensors_without_our_metadata_is_refused(tmp_path):
@@ -65,6 +67,39 @@ def test_weights_that_do_not_fit_their_config_are_refused(tmp_path):
         dfpir.load(path)
 
 
+def _rewrite(path, metadata=None, tensors=None):
+    """Rewrite checkpoint ``path`` with some metadata or tensors changed (what a damaged file holds)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    save_file({**load_file(str(path)), **(tensors or {})}, str(path), metadata={**meta, **(metadata or {})})
+
+
+def test_damaged_prompt_banks_and_classifiers_name_the_file_and_the_problem(tmp_path):
+    from dfpir.checkpoint import load_classifier
+
+    path = tmp_path / "m.safetensors"
+    tiny().save(path)
+    _rewrite(path, metadata={"prompt_texts": "not json"})
+    with pytest.raises(dfpir.CheckpointError, match=r"m\.safetensors: invalid prompt bank in the checkpoint"):
+        dfpir.load(path)
+    tiny().save(path)
+    _rewrite(path, tensors={f"prompt.{name}": torch.zeros(5) for name in tiny().prompts.names})
+    with pytest.raises(dfpir.CheckpointError, match="prompt embeddings have width 5, its model needs 512"):
+        dfpir.load(path)
+    from dfpir.classifier import DegradationClassifier
+    from dfpir.checkpoint import save
+
+    clf = DegradationClassifier(["rain", "haze"])
+    tensors = {f"classifier.{k}": v for k, v in clf.state_dict().items()}
+    save(tiny(), path, extra_metadata={"classifier_classes": json.dumps(["rain", "haze", "blur"])}, extra_tensors=tensors)
+    with pytest.raises(dfpir.CheckpointError, match="the stored classifier does not fit its classes: size mismatch for") as info:
+        load_classifier(path)
+    assert "\n" not in str(info.value)
+
+
 def test_prompt_bank_files_roundtrip(tmp_path):
     bank = PromptBank.default()
     for suffix in (".npz", ".safetensors"):
@@ -82,6 +117,15 @@ def test_prompt_bank_errors_are_clear(tmp_path):
         bank.add("bad", np.zeros(3))
     with pytest.raises(ValueError, match="not found"):
         PromptBank.from_file(tmp_path / "nope.npz")
+    with pytest.raises(ValueError, match="path is a folder"):
+        PromptBank.from_file(tmp_path)
+    (tmp_path / "model.pth").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(ValueError, match="must be an .npz or .safetensors file"):
+        PromptBank.from_file(tmp_path / "model.pth")
+    (tmp_path / "fake.npz").write_bytes(b"\x80\x02garbage")  # a pickle, not an archive
+    with pytest.raises(ValueError, match="not an .npz archive") as info:
+        PromptBank.from_file(tmp_path / "fake.npz")
+    assert "allow_pickle" not in str(info.value)  # numpy's advice to unpickle is not ours to give
     with pytest.raises(ValueError, match="unknown degradation 'snow'"):
         dfpir.get_degradation("snow")
 
@@ -146,6 +190,8 @@ def test_convert_rejects_a_non_checkpoint_without_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+    assert convert.main([str(tmp_path), "-o", str(out)]) == 2
+    assert "is a folder; give the checkpoint file" in capsys.readouterr().err
 
 
 def test_convert_names_a_missing_key(official_file, tmp_path, capsys):
@@ -168,3 +214,46 @@ def test_convert_never_unpickles_code(tmp_path, capsys):
     torch.save({"state_dict": Evil()}, path)
     assert convert.main([str(path), "-o", str(tmp_path / "o.safetensors")]) == 2
     assert "pwned" not in capsys.readouterr().out
+
+
+@pytest.fixture
+def made_official_file(tmp_path):
+    """An original-format checkpoint of a tiny model, made without the shared fixture."""
+    torch.manual_seed(0)
+    model = tiny()
+    path = tmp_path / "made.pth.tar"
+    torch.save({"state_dict": to_official_names(model.state_dict())}, path)
+    return path, model
+
+
+def test_convert_without_the_fixture_reproduces_the_model(made_official_file, tmp_path):
+    path, model = made_official_file
+    out = tmp_path / "out.safetensors"
+    assert convert.main([str(path), "-o", str(out)]) == 0
+    image = torch.rand(1, 3, 24, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dfpir.load(out).restore(image, "rain"), model.restore(image, "rain"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("output, message", [
+    ("out.pth", "name it with a .safetensors suffix"),
+    ("folder.safetensors/", "is a folder"),
+    ("afile/out.safetensors", "it is a file"),
+])
+def test_convert_refuses_an_unusable_output_before_reading(made_official_file, tmp_path, capsys, output, message):
+    path, _ = made_official_file
+    (tmp_path / "folder.safetensors").mkdir()
+    (tmp_path / "afile").write_text("")
+    assert convert.main([str(path), "-o", str(tmp_path / output)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_convert_says_when_shapes_make_no_dfpir(made_official_file, tmp_path, capsys):
+    path, model = made_official_file
+    sd = to_official_names(model.state_dict())
+    sd["patch_embed.proj.weight"] = torch.zeros(3, 3, 3, 3)  # dim 3: no DFPIR has an odd width
+    torch.save(sd, path)
+    assert convert.main([str(path), "-o", str(tmp_path / "o.safetensors")]) == 2
+    assert "its tensor shapes make no valid DFPIR" in capsys.readouterr().err

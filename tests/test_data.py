@@ -420,3 +420,26 @@ def test_bench_runs_small():
     res = data.bench(size=16, batch=2, repeats=1, workers=[0], model=None, out=buf)
     assert set(res) == set(data.DEGRADE) | {"loader0"} and all(v > 0 for v in res.values())
     assert "patches/s" in buf.getvalue()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["check", "--layout", "builtin", "--limit", "0"], "--limit must be >= 1"),
+    (["check", "--layout", "builtin", "--patch-size", "-5"], "--patch-size must be >= 1"),
+    (["bench", "--size", "0"], "--size must be >= 1"),
+    (["bench", "--batch", "0"], "--batch must be >= 1"),
+    (["bench", "--repeats", "0"], "--repeats must be >= 1"),
+    (["bench", "--threads", "-1"], "--threads must be >= 1"),
+    (["bench", "--workers", "0", "-1"], "--workers must be >= 0"),
+    (["bench", "--model", "huge"], "unknown --model 'huge'"),
+])
+def test_impossible_values_are_one_line_errors_before_any_work(args, message, capsys):
+    assert data.main(args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""  # nothing was read or timed
+
+
+def test_check_a_file_given_as_root_says_so(tmp_path, capsys):
+    (tmp_path / "f.png").write_bytes(b"")
+    assert data.main(["check", str(tmp_path / "f.png"), "--layout", "clean"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -33,3 +33,29 @@ def test_demo_without_weights_is_a_one_line_error(tmp_path, capsys, monkeypatch)
     assert demo.main(["-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "python -m dfpir.train" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failing_demo_leaves_no_output_behind(tmp_path, monkeypatch, capsys):
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    dfpir.DFPIR(dfpir.get_config("tiny")).save(weights)
+    calls = []
+
+    def failing_contact_sheet(rows):  # the last step: every image file has been written by then
+        calls.append(len(rows))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(demo, "contact_sheet", failing_contact_sheet)
+    assert demo.main(["--weights", str(weights), "-o", str(tmp_path / "out"), "--photos", "1"]) == 2
+    assert calls and "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no out/, no staging folder
+
+
+def test_bad_demo_arguments_are_one_line_errors(tmp_path, capsys):
+    assert demo.main(["--photos", "0", "-o", str(tmp_path / "o")]) == 2
+    assert "--photos must be >= 1" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    assert demo.main(["-o", str(tmp_path / "afile"), "--photos", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

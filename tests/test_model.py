@@ -166,3 +166,15 @@ def test_one_channel_heads_do_not_produce_nan():
     model = dfpir.DFPIR(dfpir.get_config("tiny", dim=2, heads=(2, 4, 8, 16))).eval()
     out = model(torch.rand(1, 3, 8, 8), torch.randn(1, 512))
     assert torch.isfinite(out).all()
+
+
+def test_summary_counts_the_padded_image_and_refuses_impossible_sizes(capsys):
+    from dfpir import summary
+
+    cfg = dfpir.get_config("tiny")
+    f32, f64, f128 = (summary.count_flops(cfg, n) for n in (32, 64, 128))
+    # every conv and matmul is linear in the pixel count; only the prompt's DGM is constant
+    assert f128 - f64 == 4 * (f64 - f32) > 0
+    assert summary.count_flops(cfg, 13) == summary.count_flops(cfg, 16)  # padded to a multiple of 8
+    assert summary.main(["--size", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --size must be >= 1 pixel, got 0"
