@@ -38,7 +38,10 @@ import argparse
 import csv
 import io
 import json
+import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -49,8 +52,8 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .errors import UserError, cli_main
 from .images import read_image
-from .metrics import centre_crop_multiple, psnr, ssim
-from .runner import PRECISIONS, Restorer
+from .metrics import SSIM_WINDOW, centre_crop_multiple, psnr, ssim
+from .runner import PRECISIONS, Restorer, budget_bytes
 
 SIGMAS = {"noise15": 15, "noise25": 25, "noise50": 50}
 COLUMNS = {  # benchmark -> (column label, task folder, degradation), in the paper's order
@@ -109,8 +112,17 @@ def _as_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.round(rgb * 255).astype(np.uint8)
 
 
-def _crop(image: np.ndarray, protocol: str) -> np.ndarray:
-    return centre_crop_multiple(image, 16) if protocol == "official" else image
+def _crop(image: np.ndarray, protocol: str, path: Path) -> np.ndarray:
+    """The image as scored, refused (one line, naming ``path``) when SSIM's window does not fit it."""
+    scored = centre_crop_multiple(image, 16) if protocol == "official" else image
+    if min(scored.shape[:2]) < SSIM_WINDOW:
+        (h, w), (sh, sw) = image.shape[:2], scored.shape[:2]
+        if protocol == "official":
+            raise UserError(f"{path}: {w}x{h} is cropped to {sw}x{sh} by --protocol official (a multiple of 16); "
+                            "it needs at least 16x16 pixels (or use --protocol full)")
+        raise UserError(f"{path}: {w}x{h} is smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window; "
+                        f"evaluate images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
+    return scored
 
 
 def paired_samples(pairs: list[tuple[Path, Path]], degradation: str | None, protocol: str) -> Iterator[Sample]:
@@ -129,7 +141,7 @@ def paired_samples(pairs: list[tuple[Path, Path]], degradation: str | None, prot
         x, y = read_image(src).rgb, read_image(tgt).rgb
         if x.shape != y.shape:
             raise UserError(f"{src}: size {x.shape[:2]} differs from its target {tgt} {y.shape[:2]}")
-        yield Sample(src.name, _crop(x, protocol), _crop(y, protocol), degradation)
+        yield Sample(src.name, _crop(x, protocol, src), _crop(y, protocol, tgt), degradation)
 
 
 class NoiseStream:
@@ -163,7 +175,7 @@ class NoiseStream:
         return self.drawn[sigma]
 
     def _clean_u8(self, path: Path) -> np.ndarray:
-        return _as_uint8(_crop(read_image(path).rgb, self.protocol))
+        return _as_uint8(_crop(read_image(path).rgb, self.protocol, path))
 
     def samples(self, degradation: str) -> Iterator[Sample]:
         """Noisy/clean samples at the degradation's sigma."""
@@ -196,9 +208,13 @@ def paired_column(input_dir: Path, target_dir: Path, degradation: str, rule: str
     """The single column of a paired-folder evaluation."""
     from .data import NameRule, match_pairs
 
-    pairs, _, _ = match_pairs(input_dir, target_dir, NameRule.parse(rule))
+    pairs, unpaired, _ = match_pairs(input_dir, target_dir, NameRule.parse(rule))
     if not pairs:
         raise UserError(f"{input_dir}: no input images match a target in {target_dir} (see --name-rule)")
+    if unpaired:  # worded as `data check` words it: a warning, the pairs are still scored
+        examples = ", ".join(p.name for p in unpaired[:3])
+        print(f"warning: {input_dir}: {len(unpaired)} of {len(pairs) + len(unpaired)} input files have no target in "
+              f"{target_dir} (e.g. {examples}); they are skipped (see --name-rule)", file=sys.stderr)
     oracle = None if degradation == "auto" else degradation
     label = degradation if oracle else input_dir.name
     return Column(label, oracle, lambda: paired_samples(pairs[:limit], oracle, protocol))
@@ -263,14 +279,27 @@ def _cell(value: tuple[float, ...] | None) -> str:
     return "-" if value is None else f"{value[0]:.2f}/{value[1]:.4f}"
 
 
+def _number(value: float) -> float | str:
+    """A JSON-safe number: ``"inf"`` for infinite PSNR (``json`` would write ``Infinity``, not JSON)."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _infinite_note(results: Results) -> list[str]:
+    """Why a cell reads inf: PSNR of an image equal to its target (zero error) is infinite."""
+    count = sum(math.isinf(p) for columns in results.scores.values() for values in columns.values() for p, _ in values)
+    if not count:
+        return []
+    return [f"PSNR inf: {count} score(s) of an image exactly equal to its target; every mean including one is inf"]
+
+
 def format_table(results: Results, labels: list[str], fmt: str, header: dict[str, str]) -> str:
     """The paper-style table as ``text``, ``markdown``, ``csv`` or ``json``."""
     rows = table_rows(results, labels)
     if fmt == "json":
-        data = {"settings": header, "columns": labels, "blind_accuracy": _accuracy(results), "rows": {
-            row: {**{lab: None if c is None else {"psnr": c[0], "ssim": c[1], "images": c[2]} for lab, c in zip(labels, cells)},
-                  "average": None if avg is None else {"psnr": avg[0], "ssim": avg[1]}} for row, cells, avg in rows}}
-        return json.dumps(data, indent=2)
+        data = {"settings": header, "columns": labels, "blind_accuracy": _accuracy(results), "notes": _infinite_note(results), "rows": {
+            row: {**{lab: None if c is None else {"psnr": _number(c[0]), "ssim": _number(c[1]), "images": c[2]} for lab, c in zip(labels, cells)},
+                  "average": None if avg is None else {"psnr": _number(avg[0]), "ssim": _number(avg[1])}} for row, cells, avg in rows}}
+        return json.dumps(data, indent=2, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -284,6 +313,7 @@ def format_table(results: Results, labels: list[str], fmt: str, header: dict[str
         return buf.getvalue().rstrip("\n")
     grid = [["method", *labels, "average"]] + [[row, *map(_cell, cells), _cell(avg)] for row, cells, avg in rows]
     notes = [f"{k}: {v}" for k, v in header.items()] + [f"blind prompt accuracy {k}: {v:.1%}" for k, v in _accuracy(results).items()]
+    notes += _infinite_note(results)
     if fmt == "markdown":
         lines = ["| " + " | ".join(r) + " |" for r in grid]
         lines.insert(1, "|" + "---|" * len(grid[0]))
@@ -323,8 +353,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_output_file(path: Path) -> None:
+    """Refuse an ``-o`` that can never be written now, not after the (slow) evaluation."""
+    if path.is_dir():
+        raise UserError(f"-o {path} is a folder; give a file name, e.g. -o {path / 'table.txt'}")
+    folder = next((p for p in path.parents if p.exists()), Path("."))  # missing folders are created
+    if not folder.is_dir():
+        raise UserError(f"-o {path}: {folder} is a file, not a folder; choose another -o")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".dfpir-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"-o {path}: cannot write in {folder} ({exc.strerror or exc}); choose another -o") from None
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write the table atomically; a late failure (disk full) still gets one line, not errno text."""
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    except OSError as exc:
+        raise UserError(f"-o {path}: cannot write the table ({exc.strerror or exc}); it is printed above") from None
+
+
 def columns_from_args(args: argparse.Namespace) -> list[Column]:
     """Paired or benchmark columns, with one-line errors for incomplete arguments."""
+    for option, path in (("--input", args.input), ("--target", args.target), ("--root", args.root)):
+        if path is not None and path.is_file():  # data.list_images would say "folder not found"
+            raise UserError(f"{path}: is a file, not a folder; {option} takes a folder of images")
     if args.benchmark:
         if args.input or args.target:
             raise UserError("use either --benchmark with --root, or --input/--target, not both")
@@ -341,6 +397,9 @@ def prompt_kinds(args: argparse.Namespace, restorer: Restorer) -> list[str]:
     kinds = {"oracle": ["oracle"], "blind": ["blind"], "both": ["oracle", "blind"]}[args.prompt]
     if args.degradation == "auto":
         kinds = ["blind"]
+    if "blind" in kinds and args.degradation != "auto" and restorer.classifier is None:
+        raise UserError(f"{restorer.weights}: --prompt {args.prompt} needs a degradation classifier, and these weights have none "
+                        "(train with python -m dfpir.train, which stores one); use --prompt oracle")
     if "blind" in kinds:
         restorer.check_spec("auto")
     if "oracle" in kinds and args.degradation:
@@ -354,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
-    budget = int(args.memory_gb * 2**30) if args.memory_gb else None
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget)
+    if args.output:
+        check_output_file(args.output)
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb))
     kinds = prompt_kinds(args, restorer)
     columns = columns_from_args(args)
     results = Results()
@@ -366,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     text = format_table(results, [c.label for c in columns], args.format, header)
     print(text)
     if args.output:
-        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text + "\n"))
+        write_output(args.output, text)
     return 0
 
 

@@ -146,11 +146,15 @@ def _read_png16(path: Path) -> np.ndarray:
 
 
 def _read_tiff16(path: Path) -> tuple[np.ndarray, int] | None:
-    """16-bit multi-sample TIFF through tifffile; ``None`` for anything Pillow reads in full."""
+    """16-bit multi-sample TIFF through tifffile; ``None`` for anything Pillow reads in full.
+
+    Refuses more than 4 samples per pixel at any depth: Pillow reads a 5-channel 8-bit TIFF as RGB.
+    """
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
         page = tif.pages[0]
+        _check_channels(path, page.samplesperpixel)  # Pillow would silently drop the extra ones
         if page.bitspersample != 16 or page.samplesperpixel < 2:
             return None
         samples = page.asarray()
@@ -200,6 +204,14 @@ def _pillow_samples(im) -> np.ndarray:
     return np.asarray(im.convert(target))
 
 
+def _check_channels(path: Path, channels: int) -> None:
+    if channels not in (1, 2, 3, 4):
+        raise UserError(
+            f"{path}: {channels} channels per pixel are not supported (grey, grey + alpha, RGB or RGBA only); "
+            "save it with at most 4 channels"
+        )
+
+
 def _orient(samples: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) so that the pixels are upright."""
     ops = {
@@ -224,9 +236,10 @@ def _to_image(samples: np.ndarray, path: Path) -> Image:
         raise UserError(f"{path}: unsupported sample type {samples.dtype} (8- or 16-bit integers only)")
     if samples.ndim == 2:
         samples = samples[..., None]
-    channels = samples.shape[-1]
-    if samples.ndim != 3 or channels not in (1, 2, 3, 4) or 0 in samples.shape:
+    if samples.ndim != 3 or 0 in samples.shape:
         raise UserError(f"{path}: unsupported image shape {samples.shape}")
+    channels = samples.shape[-1]
+    _check_channels(path, channels)
     values = samples.astype(np.float32) / scale
     colour = values[..., :1].repeat(3, axis=-1) if channels <= 2 else values[..., :3]
     alpha = values[..., -1] if channels in (2, 4) else None
@@ -266,6 +279,15 @@ def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | No
     else:
         encode = partial(_write_pillow, fmt=PILLOW_FORMATS[suffix])
     atomic_write(path, lambda tmp: _with_umask_mode(tmp, encode, samples))
+
+
+def check_writable(path: str | Path, image: Image) -> None:
+    """Raise ``ValueError`` now if :func:`write_image` could not write ``image`` to ``path``.
+
+    Lets a caller refuse before slow work (a restoration) instead of after it.
+    """
+    path = Path(path)
+    _check_writable(path, path.suffix.lower(), image.bit_depth, image.alpha is not None)
 
 
 def _with_umask_mode(tmp: str, encode, samples: np.ndarray) -> None:

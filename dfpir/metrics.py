@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+SSIM_WINDOW = 7  # scikit-image's default window side: smaller images have no SSIM
+
 
 def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """(3, H, W) tensor or (H, W, 3) array -> (H, W, 3) float64 array clipped to [0, 1]."""
@@ -15,13 +17,27 @@ def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def psnr(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
-    """PSNR in dB of a clipped output against its target (``data_range=1``)."""
-    return float(peak_signal_noise_ratio(to_hwc(target), to_hwc(output), data_range=1.0))
+    """PSNR in dB of a clipped output against its target (``data_range=1``).
+
+    ``inf`` when the two are equal, as scikit-image returns (without its divide-by-zero warning).
+    """
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(to_hwc(target), to_hwc(output), data_range=1.0))
 
 
 def ssim(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
-    """SSIM with scikit-image's defaults (7 x 7 uniform window) over RGB (``channel_axis=-1``)."""
-    return float(structural_similarity(to_hwc(target), to_hwc(output), data_range=1.0, channel_axis=-1))
+    """SSIM with scikit-image's defaults (7 x 7 uniform window) over RGB (``channel_axis=-1``).
+
+    Raises
+    ------
+    ValueError
+        One line, for images smaller than the window (scikit-image's own message is a paragraph).
+    """
+    target, output = to_hwc(target), to_hwc(output)
+    if min(target.shape[:2]) < SSIM_WINDOW:
+        h, w = target.shape[:2]
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {w}x{h}")
+    return float(structural_similarity(target, output, data_range=1.0, channel_axis=-1))
 
 
 def centre_crop_multiple(image: np.ndarray, multiple: int = 16) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 Inputs are files, folders (their images, not recursive) and glob patterns. Each output is named
 after its input (plus ``--suffix``) in OUTDIR and keeps the input's format, bit depth, alpha and
-grey-ness. Existing files are never replaced unless ``--overwrite`` is given, and every write is
-atomic, so an interrupted run leaves no partial file. A bad input is reported on one line and
-skipped; the exit code is 1 when any input failed, 2 for a usage error (nothing restored).
+grey-ness; an input named without an image suffix this tool writes (``scan``, ``a.gif``) is
+written as PNG (``scan.png``, ``a.png``), which holds every depth, alpha and grey-ness it reads.
+Existing files are never replaced unless ``--overwrite`` is given, and every write is atomic, so
+an interrupted run leaves no partial file (and a run that writes nothing leaves no new folder).
+A bad input is reported on one line and skipped; the exit code is 1 when any input failed, 2 for
+a usage error (nothing restored).
 
 ``--degradation`` is a name the weights know (``noise15 noise25 noise50 rain haze blur
 lowlight``), ``auto`` (the classifier stored in the weights picks per image, and the choice and
@@ -30,8 +33,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import USAGE_ERROR, UserError, cli_main
-from .images import SUFFIXES, is_image_path, read_image, write_image
-from .runner import PRECISIONS, Restorer
+from .images import SUFFIXES, check_writable, is_image_path, read_image, write_image
+from .runner import PRECISIONS, Restorer, budget_bytes
 
 
 @dataclass
@@ -98,24 +101,55 @@ def expand_inputs(specs: list[str], report: Report) -> list[Path]:
     return list(unique.values())
 
 
-def check_outdir(outdir: Path) -> None:
-    """Create ``outdir`` if needed and prove it writable (one-line error otherwise)."""
+def check_suffix(suffix: str) -> None:
+    """Refuse a ``--suffix`` that could put an output outside OUTDIR (or in a new sub-folder)."""
+    if any(bad in suffix for bad in ("/", "\\", "..", "\0")):
+        raise UserError(f"--suffix {suffix!r} must not contain a path separator or '..' (it is added to file names); use e.g. _restored")
+
+
+def check_outdir(outdir: Path) -> list[Path]:
+    """Create ``outdir`` if needed and prove it writable (one-line error otherwise).
+
+    Returns the folders it created, deepest first, for :func:`remove_if_empty`.
+    """
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f"{outdir} is a file, not a folder; give -o a folder (it is created if missing)")
+    created = [p for p in (outdir, *outdir.parents) if not p.exists()]
     try:
         outdir.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=outdir, prefix=".dfpir-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
+        remove_if_empty(created)
         raise UserError(f"{outdir}: output folder is not writable ({exc.strerror or exc})") from None
+    return created
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: a run that wrote nothing leaves nothing."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): it and its parents stay
+            return
+
+
+def output_name(source: Path, suffix: str) -> str:
+    """``source``'s name plus ``suffix``, keeping its format, or as PNG when we cannot write that."""
+    ext = source.suffix if is_image_path(source) else ".png"
+    return f"{source.stem}{suffix}{ext}"
 
 
 def plan_jobs(sources: list[Path], outdir: Path, suffix: str, overwrite: bool, report: Report) -> list[Job]:
-    """Pair each source with its output path; refuse clashes and (without ``overwrite``) existing files."""
+    """Pair each source with its output path; refuse clashes, folders and (without ``overwrite``) existing files."""
     jobs, taken = [], {}
     for src in sources:
-        target = outdir / f"{src.stem}{suffix}{src.suffix}"
+        target = outdir / output_name(src, suffix)
         key = target.resolve()
-        if key in taken:
+        if target.is_dir():  # --overwrite cannot help: a file never replaces a folder
+            report.fail(src, f"{src}: output {target} is a folder; remove it or choose another -o/--suffix")
+        elif key in taken:
             report.fail(src, f"{src}: output {target} would also be written for {taken[key]}; rename one of them")
         elif target.exists() and not overwrite:
             what = "is the input itself" if key == src.resolve() else "already exists"
@@ -129,10 +163,20 @@ def plan_jobs(sources: list[Path], outdir: Path, suffix: str, overwrite: bool, r
 def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
     """Read, restore and write one image; returns a short note for the log."""
     image = read_image(job.source)
+    try:
+        check_writable(job.target, image)  # before the slow part: e.g. 16 bits in a file named .bmp
+    except ValueError as exc:
+        raise UserError(f"{job.source}: cannot write {_drop_prefix(str(exc), job.target)}") from None
     prompt = restorer.prompt(degradation, image.rgb)
     restored, plan = restorer.restore(image.rgb, prompt)
-    write_image(job.target, image.with_rgb(restored))
+    try:
+        write_image(job.target, image.with_rgb(restored))
+    except OSError as exc:  # errno text names the temporary file, not the output
+        raise UserError(f"{job.source}: {write_failure(job.target, exc)}") from None
     notes = [prompt.label]
+    if job.target.suffix != job.source.suffix:
+        why = f"restore does not write {job.source.suffix}" if job.source.suffix else "the input has no suffix"
+        notes.append(f"written as PNG: {why}")
     if prompt.label.startswith("text:"):
         name, cos = restorer.nearest_name(prompt.embedding)
         notes.append(f"hashing encoder, not semantic; nearest known prompt {name} at cosine {cos:.2f}")
@@ -141,6 +185,19 @@ def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
     if plan is not None:
         notes.append(f"{plan.count} tiles of {plan.tile}")
     return ", ".join(notes)
+
+
+def _drop_prefix(message: str, path: Path) -> str:
+    """``"<path>: reason"`` -> ``"<path> (reason)"``, so a message naming the input does not chain paths."""
+    head = f"{path}: "
+    return f"{path} ({message[len(head):]})" if message.startswith(head) else f"{path} ({message})"
+
+
+def write_failure(target: Path, exc: OSError) -> str:
+    """One line on why ``target`` could not be written."""
+    if target.is_dir():
+        return f"output {target} is a folder; remove it or choose another -o/--suffix"
+    return f"cannot write {target} ({exc.strerror or exc})"
 
 
 def run_jobs(restorer: Restorer, jobs: list[Job], degradation: str, report: Report) -> None:
@@ -166,17 +223,20 @@ def summary(report: Report, outdir: Path, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when every input was restored, 1 when some failed, 2 on usage errors."""
     args = build_parser().parse_args(argv)
-    budget = int(args.memory_gb * 2**30) if args.memory_gb else None
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget)
+    check_suffix(args.suffix)
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb))
     restorer.check_spec(args.degradation)
     report = Report()
     sources = expand_inputs(args.inputs, report)
     if not sources:
         return USAGE_ERROR  # every input failed, each already reported on its own line
-    check_outdir(args.outdir)
-    jobs = plan_jobs(sources, args.outdir, args.suffix, args.overwrite, report)
-    start = time.perf_counter()
-    run_jobs(restorer, jobs, args.degradation, report)
+    created = check_outdir(args.outdir)
+    try:
+        jobs = plan_jobs(sources, args.outdir, args.suffix, args.overwrite, report)
+        start = time.perf_counter()
+        run_jobs(restorer, jobs, args.degradation, report)
+    finally:
+        remove_if_empty(created)
     print(summary(report, args.outdir, time.perf_counter() - start))
     return 1 if report.failed else 0
 

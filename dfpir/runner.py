@@ -13,6 +13,7 @@ device in a precision, and turns a degradation *spec* into a prompt embedding:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,24 @@ def resolve_weights(path: str | Path | None) -> Path:
             "or pass --weights PATH"
         )
     return DEMO_WEIGHTS
+
+
+def budget_bytes(memory_gb: float | None) -> int | None:
+    """``--memory-gb`` in bytes; ``None`` (not given) keeps the device's default budget.
+
+    Raises
+    ------
+    UserError
+        For zero, negative, infinite or NaN values (argparse accepts all of them as floats).
+    """
+    if memory_gb is None:
+        return None
+    if not math.isfinite(memory_gb) or memory_gb <= 0:
+        raise UserError(
+            f"--memory-gb must be a positive number of GiB, got {memory_gb}; leave it out for the default "
+            "(1 GiB on the CPU), or use --tile 0 to never tile"
+        )
+    return max(1, int(memory_gb * 2**30))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,11 +152,12 @@ class Restorer:
 
     def text_embedding(self, spec: str) -> torch.Tensor:
         """Embed free text with the hashing encoder (one-line errors for names and foreign banks)."""
+        known = f"these weights know: {', '.join(self.names)}, or auto, or free text (several words)"
+        if not re.search(r"[a-z0-9]", spec.lower()):  # HashingTextEncoder's words: nothing to embed
+            what = "is empty" if not spec.strip() else "has no letters or digits"
+            raise UserError(f"--degradation {spec!r} {what}; {known}")
         if re.fullmatch(r"[A-Za-z0-9_]+", spec.strip()):
-            raise UserError(
-                f"unknown degradation {spec!r}; these weights know: {', '.join(self.names)}, or auto, "
-                "or free text (several words)"
-            )
+            raise UserError(f"unknown degradation {spec!r}; {known}")
         if not self._bank_is_hashing():
             raise UserError(
                 f"{self.weights}: free-text prompts need the text encoder these weights' prompts were made with "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from dfpir.checkpoint import save
 from dfpir.classifier import DegradationClassifier
 from dfpir.evaluate import NoiseStream, Results, format_table
 from dfpir.images import read_image, write_image
+from dfpir.metrics import psnr, ssim
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +116,92 @@ def test_formats_text_and_csv():
     assert rows[0] == "method,task,psnr,ssim,images" and "DFPIR (oracle),average,31.0000,0.60000," in rows
 
 
+PAIRED = ["--input", "{tmp}/derain/input", "--target", "{tmp}/derain/target", "--name-rule", "^rain-=>norain-", "--degradation", "rain"]
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--benchmark", "5task", "--root", "{tmp}/nowhere"], "nowhere"),
     (["--input", "{tmp}"], "paired mode needs"),
     (["--benchmark", "3task"], "needs --root"),
     (["--input", "{tmp}/a", "--target", "{tmp}/b", "--degradation", "fog"], "unknown degradation 'fog'"),
+    ([*PAIRED, "--memory-gb", "inf"], "--memory-gb must be a positive number of GiB, got inf"),
+    ([*PAIRED, "--memory-gb", "nan"], "--memory-gb must be a positive number of GiB, got nan"),
+    ([*PAIRED, "--memory-gb", "0"], "--memory-gb must be a positive number of GiB, got 0.0"),
+    (["--input", "{tmp}/denoise/img1.png", "--target", "{tmp}/denoise", "--degradation", "rain"],
+     "{tmp}/denoise/img1.png: is a file, not a folder; --input takes a folder of images"),
+    (["--benchmark", "3task", "--root", "{tmp}/denoise/img1.png"], "is a file, not a folder; --root takes a folder"),
+    ([*PAIRED, "-o", "{tmp}/derain"], "-o {tmp}/derain is a folder; give a file name"),
+    ([*PAIRED, "-o", "{tmp}/denoise/img1.png/res.txt"], "-o {tmp}/denoise/img1.png/res.txt: {tmp}/denoise/img1.png is a file, not a folder"),
+    pytest.param([*PAIRED, "-o", "/proc/res.txt"], "-o /proc/res.txt: cannot write in /proc",  # even root cannot
+                 marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")),
 ])
 def test_bad_arguments_one_line(tmp_path, capsys, weights, argv, expected):
+    make_3task(tmp_path)
     code, out, err = run(capsys, *[a.format(tmp=tmp_path) for a in argv], "--weights", weights)
+    assert code == 2 and err.count("\n") == 1 and expected.format(tmp=tmp_path) in err, err
+    assert out == ""  # refused before evaluating anything
+    assert "Errno" not in err
+
+
+def test_blind_rows_without_a_classifier_name_the_prompt_option(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = tmp_path / "plain.safetensors"
+    dfpir.DFPIR(dfpir.get_config("tiny")).save(path)
+    make_3task(tmp_path)
+    for prompt in ("both", "blind"):
+        code, out, err = run(capsys, *[a.format(tmp=tmp_path) for a in PAIRED], "--prompt", prompt, "--weights", path)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"--prompt {prompt} needs a degradation classifier" in err and "use --prompt oracle" in err
+        assert "--degradation auto" not in err
+
+
+def test_inputs_without_a_target_are_counted_in_a_warning(tmp_path, capsys, weights):
+    make_3task(tmp_path)
+    for i in (3, 4):
+        write_image(tmp_path / f"derain/input/rain-{i}.png", np.random.default_rng(i).random((20, 36, 3)))
+    code, out, err = run(capsys, *[a.format(tmp=tmp_path) for a in PAIRED], "--weights", weights, "--format", "json")
+    assert code == 0, err
+    assert err.strip() == (f"warning: {tmp_path}/derain/input: 2 of 4 input files have no target in {tmp_path}/derain/target "
+                           "(e.g. rain-3.png, rain-4.png); they are skipped (see --name-rule)")
+    assert json.loads(out)["rows"]["input"]["rain"]["images"] == 2
+
+
+def test_identical_input_and_target_score_inf_without_warnings(tmp_path, capsys, weights):
+    make_3task(tmp_path)
+    folder = str(tmp_path / "derain/target")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's divide-by-zero RuntimeWarning would now raise
+        code, out, err = run(capsys, "--input", folder, "--target", folder, "--degradation", "rain", "--weights", weights, "--format", "json")
+        assert code == 0 and err == "", err
+        data = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))  # no bare Infinity
+        assert data["rows"]["input"]["rain"] == {"psnr": "inf", "ssim": 1.0, "images": 2}
+        assert data["rows"]["input"]["average"]["psnr"] == "inf"
+        assert data["notes"] == ["PSNR inf: 2 score(s) of an image exactly equal to its target; every mean including one is inf"]
+        code, out, err = run(capsys, "--input", folder, "--target", folder, "--degradation", "rain", "--weights", weights)
+    assert code == 0 and err == ""
+    assert "input           inf/1.0000    inf/1.0000" in out and "PSNR inf: 2 score(s)" in out
+
+
+@pytest.mark.parametrize("size, protocol, expected", [
+    ((5, 6), "full", "s-1.png: 6x5 is smaller than SSIM's 7x7 window; evaluate images of at least 7x7 pixels"),
+    ((5, 6), "official", "s-1.png: 6x5 is cropped to 0x0 by --protocol official (a multiple of 16); it needs at least 16x16 pixels"),
+    ((20, 12), "official", "s-1.png: 12x20 is cropped to 0x16 by --protocol official"),
+])
+def test_images_too_small_for_ssim_one_line(tmp_path, capsys, weights, size, protocol, expected):
+    for folder in ("in", "tgt"):
+        write_image(tmp_path / folder / "s-1.png", np.random.default_rng(0).random((*size, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, out, err = run(capsys, "--input", tmp_path / "in", "--target", tmp_path / "tgt", "--degradation", "rain",
+                             "--weights", weights, "--protocol", protocol)
     assert code == 2 and err.count("\n") == 1 and expected in err, err
+    assert err.startswith(f"error: {tmp_path / 'in' / 's-1.png'}: ")
+
+
+def test_metrics_identical_and_tiny_images():
+    image = np.random.default_rng(0).random((8, 8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert psnr(image, image) == float("inf")  # as scikit-image says, minus its warning
+    with pytest.raises(ValueError, match=r"^SSIM needs images of at least 7x7 pixels, got 8x6$"):
+        ssim(image[:6], image[:6])

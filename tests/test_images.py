@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from dfpir.errors import UserError
-from dfpir.images import Image, read_image, write_image
+from dfpir.images import Image, check_writable, read_image, write_image
 
 RNG = np.random.default_rng(0)
 H, W = 9, 13  # odd sizes, non-square, so a transposition shows
@@ -169,6 +169,17 @@ def test_bad_files_raise_one_line_user_error_naming_the_file(tmp_path, kind):
     assert message.startswith(str(path)) and "\n" not in message
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_more_than_four_channels_are_refused_not_dropped(tmp_path, dtype):
+    """Pillow reads an 8-bit RGB + 2 extra samples TIFF as plain RGB; read_image must not."""
+    arr = RNG.integers(0, np.iinfo(dtype).max, (H, W, 5)).astype(dtype)
+    tifffile.imwrite(tmp_path / "five.tif", arr, photometric="rgb", extrasamples=["unspecified"] * 2)
+    with pytest.raises(UserError) as info:
+        read_image(tmp_path / "five.tif")
+    assert str(info.value) == (f"{tmp_path / 'five.tif'}: 5 channels per pixel are not supported "
+                               "(grey, grey + alpha, RGB or RGBA only); save it with at most 4 channels")
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -201,8 +212,11 @@ def test_write_jpeg_is_close(tmp_path):
 def test_formats_that_cannot_hold_the_image_refuse_before_writing(tmp_path, name, depth, alpha):
     img = Image(np.zeros((H, W, 3), np.float32), np.ones((H, W), np.float32) if alpha else None, depth)
     with pytest.raises(ValueError, match=name):
+        check_writable(tmp_path / name, img)  # the same refusal, before any pixels exist (restore checks first)
+    with pytest.raises(ValueError, match=name):
         write_image(tmp_path / name, img)
     assert list(tmp_path.iterdir()) == []
+    check_writable(tmp_path / "a.png", img)  # PNG holds all of them
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):

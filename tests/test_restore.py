@@ -233,10 +233,49 @@ def wrong_architecture(weights: Path, tmp_path: Path) -> Path:
     return tmp_path / "other.safetensors"
 
 
-@pytest.mark.parametrize("case", ["missing", "empty_dir", "truncated", "unknown_name", "architecture", "unwritable", "auto_without_classifier", "no_default_weights"])
+def prompt_width(weights: Path, tmp_path: Path, width: int) -> Path:
+    """The checkpoint with every stored prompt cut to ``width`` (the model still takes 512)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(weights), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    tensors = {k: v[:width].contiguous() if k.startswith("prompt.") else v for k, v in tensors.items()}
+    save_file(tensors, str(tmp_path / "narrow.safetensors"), metadata=meta)
+    return tmp_path / "narrow.safetensors"
+
+
+def five_channel_tiff(path: Path) -> Path:
+    """An 8-bit TIFF with RGB plus two extra samples: Pillow alone reads it as RGB."""
+    import tifffile
+
+    data = np.random.default_rng(0).integers(0, 256, (20, 24, 5), dtype=np.uint8)
+    tifffile.imwrite(path, data, photometric="rgb", extrasamples=["unspecified"] * 2)
+    return path
+
+
+BAD_INPUTS = {  # case -> (what the one error line must contain, exit code)
+    "missing": ("nope.png", 2), "empty_dir": ("no images", 2), "truncated": ("t.png", 1), "unknown_name": ("snow", 2),
+    "architecture": ("other.safetensors", 2), "unwritable": ("not writable", 2), "auto_without_classifier": ("classifier", 2),
+    "no_default_weights": ("python -m dfpir.train", 2),
+    "memory_inf": ("--memory-gb must be a positive number of GiB, got inf", 2),
+    "memory_nan": ("--memory-gb must be a positive number of GiB, got nan", 2),
+    "memory_zero": ("--memory-gb must be a positive number of GiB, got 0.0", 2),
+    "suffix_escapes": ("--suffix '/../../evil' must not contain a path separator or '..'", 2),
+    "suffix_dots": ("--suffix '..x' must not contain", 2),
+    "empty_degradation": ("--degradation '' is empty; these weights know: noise15, noise25", 2),
+    "punctuation_degradation": ("--degradation '!!!' has no letters or digits; these weights know: noise15", 2),
+    "five_channels": ("five.tif: 5 channels per pixel are not supported (grey, grey + alpha, RGB or RGBA only)", 1),
+    "weights_folder": ("in is a folder", 2),  # checkpoint.read, not "weights file not found"
+    "prompt_width": ("narrow.safetensors: its prompt embeddings have width 5", 2),  # checkpoint.load, before any image
+    "outdir_is_file": ("x.bmp is a file, not a folder; give -o a folder", 2),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gives_one_line_and_no_output(tmp_path, capsys, weights, monkeypatch, case):
     files = write_inputs(tmp_path / "in")
-    inputs, deg, w, outdir = [files["bmp"]], "noise15", weights, tmp_path / "out"
+    inputs, deg, w, outdir, extra = [files["bmp"]], "noise15", weights, tmp_path / "out", []
     if case == "missing":
         inputs = [tmp_path / "nope.png"]
     elif case == "empty_dir":
@@ -255,16 +294,69 @@ def test_bad_input_gives_one_line_and_no_output(tmp_path, capsys, weights, monke
         deg = "auto"
     elif case == "no_default_weights":
         monkeypatch.setattr(runner, "DEMO_WEIGHTS", tmp_path / "absent.safetensors")
-    argv = [*inputs, "-o", outdir, "--degradation", deg] + ([] if case == "no_default_weights" else ["--weights", w])
+    elif case.startswith("memory_"):
+        extra = ["--memory-gb", {"memory_inf": "inf", "memory_nan": "nan", "memory_zero": "0"}[case]]
+    elif case.startswith("suffix_"):
+        extra = ["--suffix", "/../../evil" if case == "suffix_escapes" else "..x"]
+    elif case.endswith("_degradation"):
+        deg = "" if case == "empty_degradation" else "!!!"
+    elif case == "five_channels":
+        inputs = [five_channel_tiff(tmp_path / "five.tif")]
+    elif case == "weights_folder":
+        w = tmp_path / "in"
+    elif case == "prompt_width":
+        w = prompt_width(weights, tmp_path, 5)
+    elif case == "outdir_is_file":
+        outdir = files["bmp"]
+    argv = [*inputs, "-o", outdir, "--degradation", deg, *extra] + ([] if case == "no_default_weights" else ["--weights", w])
     code, _, err = run_cli(capsys, *argv)
-    assert code != 0
+    expected, expected_code = BAD_INPUTS[case]
+    assert code == expected_code
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    expected = {"missing": "nope.png", "empty_dir": "no images", "truncated": "t.png", "unknown_name": "snow",
-                "architecture": "other.safetensors", "unwritable": "not writable", "auto_without_classifier": "classifier",
-                "no_default_weights": "python -m dfpir.train"}[case]
-    assert expected in lines[0]
-    assert not outdir.exists() or not any(outdir.iterdir())
+    assert expected in lines[0], lines[0]
+    assert outdir.is_file() if case == "outdir_is_file" else not outdir.exists()  # no empty folder left behind
+    assert not list(tmp_path.glob("**/evil*"))
+
+
+def test_memory_budget_in_bytes():
+    assert runner.budget_bytes(None) is None  # not given: the device's default budget
+    assert runner.budget_bytes(1) == 2**30 and runner.budget_bytes(0.5) == 2**29
+    assert runner.budget_bytes(1e-12) == 1  # tiny but positive: the smallest tiles, not an error
+
+
+def test_input_without_an_image_suffix_is_written_as_png(tmp_path, capsys, weights):
+    files = write_inputs(tmp_path / "in")
+    noext = tmp_path / "in" / "scan"
+    noext.write_bytes(files["rgba"].read_bytes())
+    code, out, err = run_cli(capsys, noext, "-o", tmp_path / "out", "--degradation", "rain", "--weights", weights, "--suffix", "_r")
+    assert code == 0, err
+    assert f"-> {tmp_path / 'out' / 'scan_r.png'} (rain, written as PNG: the input has no suffix)" in out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["scan_r.png"]
+    back, source = read_image(tmp_path / "out" / "scan_r.png"), read_image(noext)
+    assert (back.shape, back.bit_depth, back.alpha is None) == (source.shape, source.bit_depth, False)
+
+
+@pytest.mark.parametrize("case", ["folder", "alpha_in_jpeg"])
+def test_unwritable_output_is_refused_before_restoring(tmp_path, capsys, weights, monkeypatch, case):
+    files = write_inputs(tmp_path / "in")
+    source = files["bmp"]
+    if case == "folder":
+        (tmp_path / "out" / source.name).mkdir(parents=True)  # --overwrite cannot replace a folder
+        expected = f"error: {source}: output {tmp_path / 'out' / source.name} is a folder; remove it or choose another -o/--suffix"
+    else:
+        source = tmp_path / "in" / "fake.jpg"  # an RGBA PNG under a JPEG name: JPEG has no alpha
+        source.write_bytes(files["rgba"].read_bytes())
+        expected = f"error: {source}: cannot write {tmp_path / 'out' / 'fake.jpg'} (JPEG cannot store an alpha channel"
+
+    def never(*args, **kwargs):
+        raise AssertionError("restored although the output cannot be written")
+
+    monkeypatch.setattr(runner.Restorer, "restore", never)
+    code, out, err = run_cli(capsys, source, "-o", tmp_path / "out", "--degradation", "rain", "--weights", weights, "--overwrite")
+    assert code == 1 and "restored 0 of 1" in out
+    assert err.strip().startswith(expected) and err.count("\n") == 1, err
+    assert "Errno" not in err and ".tmp" not in err
 
 
 def test_command_line_process_has_no_traceback(tmp_path):
