@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import get_config
-from .errors import UserError, check_output_folder, cli_main
+from .errors import CommandParser, UserError, check_output_folder, cli_main
 from .network import DFPIR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -974,7 +974,7 @@ def _blur_model(path: str) -> DFPIR:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dfpir.analysis`` argument parser."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.analysis", description="Measuring tools for DFPIR models.")
+    p = CommandParser(prog="python -m dfpir.analysis", description="Measuring tools for DFPIR models.")
     sub = p.add_subparsers(dest="command", required=True)
     q = sub.add_parser("interference", help="gradient conflicts between degradations (heatmap PNG + JSON)")
     src = q.add_mutually_exclusive_group(required=True)

@@ -32,7 +32,7 @@ import torch
 
 from .config import get_config
 from .checkpoint import atomic_write
-from .errors import UserError, check_output_folder, cli_main
+from .errors import CommandParser, UserError, check_output_folder, cli_main
 from .network import DFPIR
 from .runner import resolve_device
 from .speed import VARIANTS, prepare, reuse_freed_memory
@@ -173,7 +173,7 @@ def bench_profile(preset: str, size: int, batch: int, variant: str, device: torc
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dfpir.bench`` argument parser (``restore`` and ``reference`` have their own)."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0],
+    p = CommandParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0],
                                 epilog="Every suite runs each preset at every size and batch given.")
     p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "profile"],
                    help="what to time (default forward); restore and reference take their own options: "

@@ -8,7 +8,6 @@ does.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
@@ -23,7 +22,7 @@ import reference
 
 from . import attention, masked_attention, perturbation
 from .config import get_config
-from .errors import UserError, cli_main
+from .errors import CommandParser, UserError, cli_main
 from .network import DFPIR
 
 
@@ -100,7 +99,7 @@ def run(size: int = 64) -> None:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.bench_reference [--size PX] [--threads N]`` (also ``python -m dfpir.bench reference``)."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.bench reference", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m dfpir.bench reference", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=64, help="image side in pixels for the forward pass and the ops (default 64)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = p.parse_args(argv)

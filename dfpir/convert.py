@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 
 from .checkpoint import save
-from .errors import UserError, check_output_folder, cli_main
+from .errors import CommandParser, UserError, check_output_folder, cli_main
 from .official import from_official, infer_official_kwargs, load_official_file, official_config
 from .prompts import PromptBank
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m dfpir.convert``."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.convert", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m dfpir.convert", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="the original .pth / .pth.tar / .ckpt file")
     p.add_argument("-o", "--output", required=True, help="our checkpoint to write (.safetensors)")
     p.add_argument("--prompts", help="prompt embeddings, name -> vector (.npz or .safetensors), e.g. CLIP text features")

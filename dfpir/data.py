@@ -37,14 +37,14 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .degradations import DEGRADE, NOISE_SIGMA, gaussian_noise
-from .errors import UserError, cli_main
+from .errors import CommandParser, UserError, cli_main
 from .prompts import DEGRADATIONS
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -1047,7 +1047,7 @@ def _check_bench_args(args: argparse.Namespace) -> None:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.data {check,bench}``."""
-    parser = argparse.ArgumentParser(prog="python -m dfpir.data", description="Check data folders or benchmark the data pipeline.")
+    parser = CommandParser(prog="python -m dfpir.data", description="Check data folders or benchmark the data pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="count, pair and read every file of a layout; exit 1 if unusable")
     c.add_argument("root", nargs="?", help="the data set's folder (not for --layout builtin)")

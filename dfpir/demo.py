@@ -11,7 +11,6 @@ shipped weights (the true degradation's prompt, and the classifier's guess), and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import html
 import json
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import UserError, cli_main
+from .errors import CommandParser, UserError, cli_main
 from .metrics import psnr, ssim
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,7 +173,7 @@ def format_results(results: dict) -> str:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.demo [--weights W] [-o DIR] [--photos N]``; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.demo", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m dfpir.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, help="checkpoint (default: the shipped demo weights)")
     p.add_argument("-o", "--output", type=Path, default=Path("demo_output"))
     p.add_argument("--photos", type=int, help="use only the first N built-in photos")

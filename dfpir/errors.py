@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from functools import wraps
 from pathlib import Path
+from typing import NoReturn
 from typing import Callable
 
 USAGE_ERROR = 2
@@ -46,3 +48,12 @@ def check_output_folder(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+
+
+class CommandParser(argparse.ArgumentParser):
+    """``argparse`` with the project's one-line errors: a bad option prints ``error: ...`` and where
+    to look, instead of the usage block followed by the message (``--help`` still shows it all)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the command and its ``--help``, and exit with status 2."""
+        self.exit(USAGE_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")

@@ -50,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
-from .errors import UserError, cli_main
+from .errors import CommandParser, UserError, cli_main
 from .images import read_image
 from .metrics import SSIM_WINDOW, centre_crop_multiple, psnr, ssim
 from .runner import PRECISIONS, Restorer, budget_bytes
@@ -332,7 +332,7 @@ def _accuracy(results: Results) -> dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.evaluate", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m dfpir.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", type=Path, help="folder of degraded images (paired mode)")
     p.add_argument("--target", type=Path, help="folder of clean targets (paired mode)")
     p.add_argument("--degradation", help="true degradation of the paired folder, or auto")

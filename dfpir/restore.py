@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import USAGE_ERROR, UserError, cli_main
+from .errors import USAGE_ERROR, CommandParser, UserError, cli_main
 from .images import SUFFIXES, check_writable, is_image_path, read_image, write_image
 from .runner import PRECISIONS, Restorer, budget_bytes
 
@@ -61,7 +61,7 @@ class Report:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.restore", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m dfpir.restore", description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--outdir", required=True, type=Path, help="folder for the restored images")
     p.add_argument("--degradation", required=True, help="degradation name, 'auto', or free text")

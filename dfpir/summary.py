@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import PRESETS, DFPIRConfig
-from .errors import UserError, cli_main
+from .errors import CommandParser, UserError, cli_main
 from .network import DFPIR
 
 
@@ -33,7 +32,7 @@ def count_flops(config: DFPIRConfig, size: int = 256) -> int:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.summary [--size N]``: print every preset's size and cost; returns 0."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.summary", description=__doc__)
+    p = CommandParser(prog="python -m dfpir.summary", description=__doc__)
     p.add_argument("--size", type=int, default=256, help="image side in pixels for the FLOPs (default 256; counted padded to a multiple of 8)")
     args = p.parse_args(argv)
     if args.size < 1:
