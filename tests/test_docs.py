@@ -160,8 +160,8 @@ def check_python_module(module: str, argv: list[str], monkeypatch) -> None:
         raise AssertionError(f"python -m {module}: only dfpir's tools (and pytest) may be shown")
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin, f"python -m {module}: no such module"
-    if "ArgumentParser" not in Path(spec.origin).read_text(encoding="utf-8"):
-        # a tool without options (e.g. dfpir.bench_reference): it must be shown without any
+    if not re.search(r"\b(ArgumentParser|CommandParser)\(", Path(spec.origin).read_text(encoding="utf-8")):
+        # a tool without options: it must be shown without any
         assert not argv, f"python -m {module} takes no arguments, got {argv}"
         assert hasattr(importlib.import_module(module), "main"), f"python -m {module}: no main()"
         return
