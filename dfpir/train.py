@@ -20,21 +20,21 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
 from .checkpoint import read
 from .checkpoint import save as save_checkpoint
 from .classifier import DegradationClassifier
-from .errors import UserError, cli_main
+from .errors import CommandParser, UserError, check_output_folder, cli_main
 from .metrics import psnr, ssim
 from .network import DFPIR
-from .trainconfig import TrainConfig, resolve
+from .trainconfig import ModelSection, TrainConfig, resolve
 
 # -------------------------------------------------------------------------------------------------
 # distributed set-up
@@ -146,9 +146,17 @@ class SampleOrder:
         return epoch, int(self.perm[i])
 
 
+WORKER_ERROR = "worker_error"  # the key of an item that stands for a user error in a worker
+
+
 class EpochItems(Dataset):
     """``items[(epoch, index)]`` is the dataset's item ``index`` drawn in ``epoch``, whichever process
-    asks: DataLoader workers hold copies of the dataset that never see the main process's epoch."""
+    asks: DataLoader workers hold copies of the dataset that never see the main process's epoch.
+
+    In a worker process, a user error (an unreadable image, say) becomes the item
+    ``{WORKER_ERROR: message}``, which :func:`micro_batches` raises again in the training process:
+    torch would re-raise it there with the worker's whole traceback in its message.
+    """
 
     def __init__(self, dataset) -> None:
         self.dataset = dataset
@@ -160,7 +168,12 @@ class EpochItems(Dataset):
         epoch, index = key
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        except (UserError, ValueError, OSError) as exc:  # what cli_main reports in one line
+            if get_worker_info() is None:
+                raise
+            return {WORKER_ERROR: str(exc)}
 
 
 def micro_batches(dataset, order: SampleOrder, steps: range, micro: int, accum: int, dist: Dist,
@@ -173,11 +186,23 @@ def micro_batches(dataset, order: SampleOrder, steps: range, micro: int, accum: 
     if workers == 0:
         return (collate([items[k] for k in batch]) for batch in keys)
     loader = DataLoader(items, batch_sampler=keys, num_workers=workers, collate_fn=collate, pin_memory=pin_memory)
-    return iter(loader)
+    return raise_worker_errors(loader)
+
+
+def raise_worker_errors(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The batches, raising a worker's user error (see :class:`EpochItems`) as a one-line ``UserError``."""
+    for batch in batches:
+        if WORKER_ERROR in batch:
+            raise UserError(batch[WORKER_ERROR])
+        yield batch
 
 
 def collate(items: list[dict]) -> dict[str, Any]:
-    """Stack dataset items into a batch: input, target, label tensors and the degradation names."""
+    """Stack dataset items into a batch: input, target, label tensors and the degradation names
+    (or, if a worker failed on an item, its error alone)."""
+    errors = [it[WORKER_ERROR] for it in items if WORKER_ERROR in it]
+    if errors:
+        return {WORKER_ERROR: errors[0]}
     return {
         "input": torch.stack([it["input"] for it in items]),
         "target": torch.stack([it["target"] for it in items]),
@@ -282,6 +307,43 @@ def load_initial_weights(joint: Joint, path: str) -> None:
         joint.classifier.load_state_dict(classifier.state_dict())
 
 
+def resume_mismatch(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The settings that shape the training state where a checkpoint's recorded config ``saved``
+    differs from ``cfg``, as ``key=saved (this run: current)``: the model, the degradations (the
+    classifier's classes), the classifier, and whether EMA weights are kept."""
+    now = cfg.to_dict()
+    keys = [("data", "degradations"), ("train", "classifier")]
+    if not same_network(saved.get("model", {}), cfg):  # other keys can name the same network
+        keys = [("model", k) for k in now["model"]] + keys
+    diffs = [
+        f"{section}.{key}={json.dumps(saved[section][key])} (this run: {json.dumps(now[section][key])})"
+        for section, key in keys
+        if key in saved.get(section, {}) and saved[section][key] != now[section][key]
+    ]
+    ema = saved.get("train", {}).get("ema_decay", cfg.train.ema_decay)
+    if bool(ema) != bool(cfg.train.ema_decay):  # the saved tensors are laid out by this
+        diffs.append(f"train.ema_decay={ema} (this run: {cfg.train.ema_decay})")
+    return diffs
+
+
+def same_network(saved_model: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a recorded ``[model]`` section describes the network of ``cfg``."""
+    try:
+        return ModelSection(**saved_model).config() == cfg.model.config()
+    except (TypeError, UserError):  # keys of another dfpir version, or no network at all
+        return False
+
+
+def state_mismatch(own: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str:
+    """Why ``saved`` cannot be loaded into a module with state ``own`` ("" if it can)."""
+    missing, unexpected = own.keys() - saved.keys(), saved.keys() - own.keys()
+    reshaped = [k for k in own.keys() & saved.keys() if own[k].shape != saved[k].shape]
+    if not (missing or unexpected or reshaped):
+        return ""
+    return (f"its tensors do not match this model ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(reshaped)} of another shape)")
+
+
 class Trainer:
     """Owns the model, optimiser, schedule, scaler, EMA and the loop."""
 
@@ -361,10 +423,16 @@ class Trainer:
         else:
             joint_state = {f"restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
             joint_state.update({k: v for k, v in tensors.items() if k.startswith("classifier.")})
-        try:
-            self.joint.load_state_dict(joint_state)
-        except RuntimeError as exc:
-            raise UserError(f"{path} was written for another model or degradation set: {str(exc).splitlines()[0]}") from None
+        made_with = resume_mismatch(json.loads(meta.get("train_config", "{}")), self.cfg)
+        unfit = state_mismatch(self.joint.state_dict(), joint_state)
+        if made_with or unfit:
+            recorded = path.parent / "config.toml"
+            raise UserError(
+                f"{path} does not fit this run's config: {'it was made with ' + '; '.join(made_with) if made_with else unfit}; "
+                f"resume with the config it was made with{f' (--config {recorded})' if recorded.is_file() else ''}, "
+                "or start a new train.out_dir"
+            )
+        self.joint.load_state_dict(joint_state)
         optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
         self.optimizer.load_state_dict(unflatten_state("optim", optim_tensors, state["optim"], int_keys=True))
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
@@ -458,17 +526,6 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and make sure files can be written in it, else a one-line user error."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
-
-
 def log_jsonl(path: Path, record: dict) -> None:
     """Append one JSON record as a line to ``path``."""
     with path.open("a") as f:
@@ -488,15 +545,20 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
     dist = setup_distributed(device)
     if cfg.optim.batch_size % (cfg.optim.accum_steps * dist.world):
         raise UserError(f"optim.batch_size={cfg.optim.batch_size} must divide by accum_steps x processes = {cfg.optim.accum_steps * dist.world}")
+    if stop_at is not None and stop_at < 1:
+        raise UserError(f"--stop-at must be a step >= 1 (save and stop after it), got {stop_at}")
     out = Path(cfg.train.out_dir)
-    if dist.main:
-        check_writable(out)
+    # Everything that can refuse the run comes before the first write, so a refused run leaves
+    # neither a config.toml nor an empty out_dir behind.
     trainer = Trainer(cfg, dist, device)
     if resume:
         path = out / "last.safetensors" if resume == "auto" else Path(resume)
         trainer.resume(path)
+        if stop_at is not None and stop_at <= trainer.step:
+            raise UserError(f"--stop-at {stop_at} is not after step {trainer.step}, where {path} stopped; give a later step")
     dataset, val = build_data(cfg, cfg.train.steps * cfg.optim.batch_size)
     if dist.main:
+        check_output_folder(out)
         (out / "config.toml").write_text(cfg.to_toml())
     writer = None
     if dist.main:
@@ -511,7 +573,7 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
     t0, seen = time.perf_counter(), 0
     table: dict = {}
     try:
-        end = min(cfg.train.steps, stop_at or cfg.train.steps)
+        end = min(cfg.train.steps, stop_at if stop_at is not None else cfg.train.steps)
         batches = trainer.batches(dataset, end)
         while trainer.step < end:
             loss = trainer.train_step(batches)
@@ -553,7 +615,7 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m dfpir.train``."""
-    p = argparse.ArgumentParser(prog="python -m dfpir.train", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m dfpir.train", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. optim.lr=2e-4 train.steps=500")
     p.add_argument("--preset", default="demo", help="demo (default), 3task or 5task")
     p.add_argument("--config", help="a TOML file with [model], [data], [optim], [train] tables")

@@ -1,14 +1,17 @@
 """Training configuration: nested dataclasses, named presets, TOML files and dotted overrides.
 
 Resolution order: preset -> ``--config FILE.toml`` -> ``key=value`` overrides on the command
-line (e.g. ``optim.lr=2e-4 data.patch_size=96``). Unknown keys and values of the wrong type are
-rejected with a one-line message. The resolved config is written next to every checkpoint.
+line (e.g. ``optim.lr=2e-4 data.patch_size=96``). Unknown keys, values of the wrong type and
+values out of range are rejected with a one-line message by :func:`resolve`, before training
+writes anything. The resolved config is written next to every checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -221,35 +224,72 @@ def resolve(preset: str = "demo", config_file: str | None = None, overrides: lis
     cfg = TrainConfig()
     apply(cfg, PRESETS[preset], f"preset {preset}")
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            apply(cfg, tomllib.loads(path.read_text()), str(path))
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{path}: invalid TOML ({exc})") from None
+        apply(cfg, read_config_file(Path(config_file)), config_file)
     for text in overrides:
         apply(cfg, parse_override(text), "command line")
     validate(cfg)
     return cfg
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The tables of a TOML config file, with one-line errors that name the file.
+
+    Raises
+    ------
+    UserError
+        If ``path`` is missing, a folder, not UTF-8 text or not valid TOML.
+    """
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder; give a TOML file (--config FILE.toml)")
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a TOML text file (not UTF-8 text); give a .toml file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML ({exc})") from None
+
+
+def _at_least(key: str, value: float, low: float, note: str = "") -> None:
+    """Refuse a ``value`` below ``low``, NaN or infinite, naming ``key`` (``note``: what ``low`` means)."""
+    if not (math.isfinite(value) and value >= low):
+        raise UserError(f"{key} must be >= {low}{f' ({note})' if note else ''}, got {value}")
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Cross-field checks with one-line messages."""
+    """Range and cross-field checks with one-line messages, before anything is written.
+
+    Raises
+    ------
+    UserError
+        Naming the first bad key and the values it accepts.
+    """
+    from .data import LAYOUTS
     from .prompts import DEGRADATIONS
 
     cfg.model.config()  # raises on an unknown preset or an invalid architecture
+    if not cfg.data.degradations:
+        raise UserError(f"data.degradations must name at least one degradation; known: {', '.join(DEGRADATIONS)}")
     unknown = [d for d in cfg.data.degradations if d not in DEGRADATIONS]
     if unknown:
         raise UserError(f"unknown degradation {unknown[0]!r}; known: {', '.join(DEGRADATIONS)}")
+    if cfg.data.layout not in LAYOUTS:
+        raise UserError(f"unknown data.layout {cfg.data.layout!r}; known: {', '.join(LAYOUTS)}")
+    # a missing data.root is refused when the data is built (before anything is written), not
+    # here: --print-config must still show what a preset such as 3task sets
     if cfg.train.precision not in ("fp32", "bf16", "fp16"):
         raise UserError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
-    if cfg.data.workers < 0:
-        raise UserError(f"data.workers must be >= 0 (0: prepare batches in the training process), got {cfg.data.workers}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.train.device):
+        raise UserError(f"train.device must be auto, cpu, cuda or cuda:N (N: a GPU number), got {cfg.train.device!r}")
+    _at_least("data.workers", cfg.data.workers, 0, "0: prepare batches in the training process")
+    _at_least("train.threads", cfg.train.threads, 0, "0: torch's default")
     for key, value in [("train.steps", cfg.train.steps), ("optim.batch_size", cfg.optim.batch_size),
-                       ("optim.accum_steps", cfg.optim.accum_steps), ("data.patch_size", cfg.data.patch_size)]:
-        if value < 1:
-            raise UserError(f"{key} must be >= 1, got {value}")
+                       ("optim.accum_steps", cfg.optim.accum_steps), ("data.val_patches_per_image", cfg.data.val_patches_per_image),
+                       ("train.val_every", cfg.train.val_every), ("train.ckpt_every", cfg.train.ckpt_every),
+                       ("train.log_every", cfg.train.log_every)]:
+        _at_least(key, value, 1)
+    _validate_optim(cfg.optim)
     ratios = cfg.data.ratios
     if ratios and (len(ratios) != len(cfg.data.degradations) or min(ratios) < 0 or not sum(ratios)):
         raise UserError(
@@ -261,9 +301,26 @@ def validate(cfg: TrainConfig) -> None:
             f"data.ratios needs synthetic degradations (data.layout builtin or clean); layout {cfg.data.layout} "
             "fixes each degradation's share by its dataset"
         )
-    if cfg.optim.fft_weight < 0:
-        raise UserError(f"optim.fft_weight must be >= 0, got {cfg.optim.fft_weight}")
-    if cfg.data.patch_size % 8:
-        raise UserError(f"data.patch_size must be a multiple of 8, got {cfg.data.patch_size}")
+    # Training patches and validation crops alike: the network pads other sizes to a multiple of
+    # 8 (three 2x downsamplings), so it would be trained or scored on mirrored borders; 8 also
+    # covers SSIM's 7 x 7 window.
+    for key, value in [("data.patch_size", cfg.data.patch_size), ("data.val_crop", cfg.data.val_crop)]:
+        if value < 8 or value % 8:
+            raise UserError(f"{key} must be a multiple of 8 (8, 16, 24, ...), got {value}")
     if not 0 <= cfg.train.ema_decay < 1:
         raise UserError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+
+
+def _validate_optim(o: OptimSection) -> None:
+    """The optimiser's and schedule's ranges (NaN and infinities refused too)."""
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        raise UserError(f"optim.lr must be a finite number > 0, got {o.lr}")
+    if not 0 <= o.min_lr <= o.lr:
+        raise UserError(f"optim.min_lr must be in [0, optim.lr = {o.lr}] (the floor of the cosine decay), got {o.min_lr}")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise UserError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {o.betas}")
+    _at_least("optim.warmup_steps", o.warmup_steps, 0, "0: no warm-up")
+    _at_least("optim.cosine_steps", o.cosine_steps, 0, "0: decay over the whole run")
+    _at_least("optim.weight_decay", o.weight_decay, 0, "0: Adam, > 0: AdamW")
+    _at_least("optim.grad_clip", o.grad_clip, 0, "0: off")
+    _at_least("optim.fft_weight", o.fft_weight, 0)

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-COMMANDS = ["analysis", "bench", "convert", "data", "demo", "evaluate", "restore", "summary"]
+COMMANDS = ["analysis", "bench", "convert", "data", "demo", "evaluate", "restore", "summary", "train"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

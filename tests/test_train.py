@@ -99,12 +99,45 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["model.dim=15"], "model section: dim must be a positive even number"),
         (["model.num_blocks=[1, 1]"], "model section: num_blocks and heads need 4 entries"),
         (["model.heads=[1, 3, 4, 8]"], "model section: level 2: 32 channels cannot be split into 3 heads"),
+        # intervals and counts: a 0 divided by (ZeroDivisionError mid-run) or ran without a word
+        (["train.log_every=0"], "train.log_every must be >= 1, got 0"),
+        (["train.val_every=0"], "train.val_every must be >= 1, got 0"),
+        (["train.ckpt_every=-2"], "train.ckpt_every must be >= 1, got -2"),
+        (["data.val_patches_per_image=0"], "data.val_patches_per_image must be >= 1, got 0"),
+        (["train.threads=-2"], "train.threads must be >= 0 (0: torch's default), got -2"),
+        (["train.device=gpu"], "train.device must be auto, cpu, cuda or cuda:N (N: a GPU number), got 'gpu'"),
+        (["train.device=cuda:first"], "train.device must be auto, cpu, cuda or cuda:N"),
+        # the optimiser and its schedule
+        (["optim.betas=[0.9]"], "optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got [0.9]"),
+        (["optim.betas=[0.9, 1.5]"], "optim.betas must be two numbers in [0, 1)"),
+        (["optim.lr=0"], "optim.lr must be a finite number > 0, got 0.0"),
+        (["optim.lr=-1e-4"], "optim.lr must be a finite number > 0, got -0.0001"),
+        (["optim.lr=nan"], "optim.lr must be a finite number > 0, got nan"),
+        (["optim.lr=inf"], "optim.lr must be a finite number > 0, got inf"),
+        (["optim.min_lr=-1e-5"], "optim.min_lr must be in [0, optim.lr = 0.001]"),
+        (["optim.min_lr=0.01"], "optim.min_lr must be in [0, optim.lr = 0.001] (the floor of the cosine decay), got 0.01"),
+        (["optim.warmup_steps=-1"], "optim.warmup_steps must be >= 0 (0: no warm-up), got -1"),
+        (["optim.cosine_steps=-1"], "optim.cosine_steps must be >= 0 (0: decay over the whole run), got -1"),
+        (["optim.grad_clip=-1"], "optim.grad_clip must be >= 0 (0: off), got -1.0"),
+        (["optim.weight_decay=-0.1"], "optim.weight_decay must be >= 0 (0: Adam, > 0: AdamW), got -0.1"),
+        (["optim.weight_decay=nan"], "optim.weight_decay must be >= 0"),
+        # data: the key named is the user's, and the layout name is checked before its root
+        (["data.val_crop=0"], "data.val_crop must be a multiple of 8 (8, 16, 24, ...), got 0"),
+        (["data.val_crop=13"], "data.val_crop must be a multiple of 8 (8, 16, 24, ...), got 13"),
+        (["data.patch_size=4"], "data.patch_size must be a multiple of 8 (8, 16, 24, ...), got 4"),
+        (["data.degradations=[]"], "data.degradations must name at least one degradation; known: noise15"),
+        (["data.layout=nope"], "unknown data.layout 'nope'; known: builtin, clean"),
+        (["data.layout=clean"], "data.layout=clean needs data.root=FOLDER"),
+        (["--stop-at", "0"], "--stop-at must be a step >= 1 (save and stop after it), got 0"),
+        (["--stop-at", "-1"], "--stop-at must be a step >= 1 (save and stop after it), got -1"),
     ],
 )
-def test_bad_configuration_is_one_line_and_exit_2(args, message, capsys):
+def test_bad_configuration_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default train.out_dir, runs/demo, would land here
     assert train.main([*args, "train.steps=1"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written: no out_dir, no config.toml
 
 
 def test_model_keys_override_the_presets_architecture(tmp_path):
@@ -159,12 +192,58 @@ def test_training_with_workers_matches_training_without(tmp_path):
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--stop-at", "x"], "argument --stop-at: invalid int value: 'x'"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_usage_errors_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: python -m dfpir.train: {message} (see python -m dfpir.train --help)\n"
+
+
 def test_config_file_and_print_config(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[optim]\nlr = 3e-4\n[train]\nsteps = 7\n')
     assert train.main(["--config", str(cfg), "--print-config", "train.steps=9"]) == 0
     out = capsys.readouterr().out
     assert "lr = 0.0003" in out and "steps = 9" in out
+    # --print-config shows only configs that would train
+    assert train.main(["--config", str(cfg), "--print-config", "train.log_every=0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: train.log_every must be >= 1, got 0\n"
+
+
+def test_config_file_errors_name_the_file(tmp_path, capsys):
+    folder, image = tmp_path / "in", tmp_path / "some.png"
+    folder.mkdir()
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    cases = [
+        (folder, f"error: config file {folder} is a folder; give a TOML file (--config FILE.toml)"),
+        (image, f"error: config file {image} is not a TOML text file (not UTF-8 text); give a .toml file"),
+        (tmp_path / "missing.toml", f"error: config file not found: {tmp_path / 'missing.toml'}"),
+    ]
+    for path, message in cases:
+        assert train.main(["--config", str(path), f"train.out_dir={tmp_path / 'run'}"]) == 2
+        assert capsys.readouterr().err == message + "\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_image_is_one_line_with_or_without_workers(workers, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "bad.png").write_bytes(b"not an image at all")
+    args = [*QUICK, "data.layout=clean", f"data.root={photos}", f"data.workers={workers}", f"train.out_dir={tmp_path / 'run'}", "train.steps=1"]
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("train:")]  # less the progress bar
+    assert len(lines) == 1 and lines[0].startswith(f"error: {photos / 'bad.png'}: cannot read image (")
+    assert "Traceback" not in err and "DataLoader worker" not in err
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="torchrun not installed")
@@ -238,6 +317,42 @@ def test_init_errors_are_one_line(tmp_path, capsys):
         assert train.main([*QUICK, f"train.out_dir={tmp_path / 'run'}", "train.steps=1", *args]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_checkpoint_made_with_another_config(tmp_path, capsys):
+    first = tmp_path / "first"
+    train.run(quick(first, "train.steps=1"))
+    capsys.readouterr()
+    checkpoint = first / "last.safetensors"
+    fits = f"error: {checkpoint} does not fit this run's config: it was made with "
+    advice = f"; resume with the config it was made with (--config {first / 'config.toml'}), or start a new train.out_dir\n"
+    cases = [
+        (["model.preset=small"], 'model.preset="tiny" (this run: "small")'),
+        (['data.degradations=["blur", "haze"]'], 'data.degradations=["noise25", "rain", "lowlight"] (this run: ["blur", "haze"])'),
+        (["train.classifier=false"], "train.classifier=true (this run: false)"),
+        (["train.ema_decay=0"], "train.ema_decay=0.995 (this run: 0.0)"),  # the demo preset keeps EMA weights
+    ]
+    for args, made_with in cases:
+        run = tmp_path / "run"
+        assert train.main([*QUICK, f"train.out_dir={run}", "train.steps=2", *args, "--resume", str(checkpoint)]) == 2
+        assert capsys.readouterr().err == fits + made_with + advice
+        assert not run.exists()
+    # a stop before the checkpoint's step would train nothing
+    assert train.main([*QUICK, f"train.out_dir={first}", "train.steps=2", "--resume", "--stop-at", "1"]) == 2
+    assert capsys.readouterr().err == f"error: --stop-at 1 is not after step 1, where {checkpoint} stopped; give a later step\n"
+
+
+def test_state_mismatch_counts_what_does_not_fit():
+    own = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1)}
+    assert train.state_mismatch(own, dict(own)) == ""
+    saved = {"a": torch.zeros(2), "b": torch.zeros(4), "d": torch.zeros(1)}
+    assert train.state_mismatch(own, saved) == "its tensors do not match this model (1 missing, 1 unexpected, 1 of another shape)"
+
+
+def test_resume_mismatch_names_only_settings_that_shape_the_state(tmp_path):
+    made = quick(tmp_path).to_dict()
+    assert train.resume_mismatch(made, quick(tmp_path, "model.dim=16", "optim.lr=1e-4", "train.steps=9")) == []  # tiny's own dim
+    assert train.resume_mismatch(made, quick(tmp_path, "model.dim=24")) == ["model.dim=0 (this run: 24)"]
 
 
 def test_table_shows_a_dash_for_accuracy_without_a_classifier():
