@@ -28,13 +28,20 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``, so readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename over ``path``, so readers never see a partial file.
+
+    The file gets the permissions any new file would (``0666`` less the umask), not the ``0600``
+    of the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

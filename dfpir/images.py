@@ -19,7 +19,6 @@ raises :class:`~dfpir.errors.UserError` with ``"<file>: <reason>"``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -278,7 +277,7 @@ def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | No
         encode = _write_png16
     else:
         encode = partial(_write_pillow, fmt=PILLOW_FORMATS[suffix])
-    atomic_write(path, lambda tmp: _with_umask_mode(tmp, encode, samples))
+    atomic_write(path, lambda tmp: encode(tmp, samples))
 
 
 def check_writable(path: str | Path, image: Image) -> None:
@@ -288,14 +287,6 @@ def check_writable(path: str | Path, image: Image) -> None:
     """
     path = Path(path)
     _check_writable(path, path.suffix.lower(), image.bit_depth, image.alpha is not None)
-
-
-def _with_umask_mode(tmp: str, encode, samples: np.ndarray) -> None:
-    """Encode into ``tmp``, then give it the usual new-file permissions (mkstemp makes 0600)."""
-    encode(tmp, samples)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
 
 
 def _as_image(image: Image | np.ndarray) -> Image:

@@ -33,6 +33,15 @@ def test_save_load_roundtrip_keeps_weights_config_and_prompts(tmp_path):
     assert not list(tmp_path.glob(".*tmp")), "temporary file left behind"
 
 
+def test_checkpoints_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    tiny().save(tmp_path / "m.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
 def test_loading_a_file_that_is_not_a_checkpoint_says_so(tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a checkpoint")
