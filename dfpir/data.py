@@ -1046,7 +1046,7 @@ def _check_bench_args(args: argparse.Namespace) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dfpir.data {check,bench}``."""
+    """``python -m dfpir.data {check,bench,degrade}``."""
     parser = CommandParser(prog="python -m dfpir.data", description="Check data folders or benchmark the data pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="count, pair and read every file of a layout; exit 1 if unusable")
@@ -1066,7 +1066,25 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--workers", type=int, nargs="*", default=[0, 2])
     b.add_argument("--model", default="tiny", help="config preset whose train step to time, or 'none'")
     b.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    g = sub.add_parser("degrade", help="write degraded copies of your clean images, to evaluate on (OUT/<degradation>/<name>.png)")
+    g.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files or folders of them (not recursive)")
+    g.add_argument("-o", "--outdir", type=Path, required=True, help="output folder; one sub-folder per degradation")
+    g.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS), help="default: all seven")
+    g.add_argument("--seed", type=int, default=0, help="base seed (each photo and degradation has its own stream)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)
+    if args.command == "degrade":
+        from .pairs import make_pairs
+
+        sources = [p for spec in args.inputs for p in (list_images(spec) if Path(spec).is_dir() else [Path(spec)])]
+        missing = [p for p in sources if not p.is_file()]
+        if missing:
+            raise UserError(f"{missing[0]}: no such image file or folder")
+        count = make_pairs(sources, args.degradations, args.outdir, args.seed, args.overwrite)
+        clean = args.inputs[0] if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else "CLEAN"
+        print(f"wrote {count} images to {args.outdir}/<degradation>/; score a model on all of them with: "
+              f"python -m dfpir.evaluate --input {args.outdir} --target {clean}")
+        return 0
     if args.command == "bench":
         _check_bench_args(args)
         if args.threads:

@@ -387,9 +387,21 @@ def columns_from_args(args: argparse.Namespace) -> list[Column]:
         if args.root is None:
             raise UserError(f"--benchmark {args.benchmark} needs --root DIR")
         return benchmark_columns(args.benchmark, args.root, args.protocol, args.limit)
+    if args.input and args.target and not args.degradation:
+        folders = degradation_folders(args.input)
+        if folders:  # as written by python -m dfpir.data degrade: one column per degradation
+            return [paired_column(f, args.target, f.name, args.name_rule, args.protocol, args.limit) for f in folders]
     if not (args.input and args.target and args.degradation):
-        raise UserError("paired mode needs --input DIR --target DIR --degradation NAME (or --benchmark ... --root DIR)")
+        raise UserError("paired mode needs --input DIR --target DIR --degradation NAME (or an --input holding one "
+                        "sub-folder per degradation, from python -m dfpir.data degrade; or --benchmark ... --root DIR)")
     return [paired_column(args.input, args.target, args.degradation, args.name_rule, args.protocol, args.limit)]
+
+
+def degradation_folders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` named after a registered degradation, in the registry's order."""
+    from .prompts import DEGRADATIONS
+
+    return [folder / name for name in DEGRADATIONS if (folder / name).is_dir()]
 
 
 def prompt_kinds(args: argparse.Namespace, restorer: Restorer) -> list[str]:
@@ -418,11 +430,17 @@ def main(argv: list[str] | None = None) -> int:
     restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb))
     kinds = prompt_kinds(args, restorer)
     columns = columns_from_args(args)
+    if "oracle" in kinds:
+        for column in columns:
+            if column.degradation:
+                restorer.check_spec(column.degradation)  # a sub-folder's name must be a prompt of the weights
     results = Results()
     for column in columns:
         evaluate_column(restorer, column, kinds, args.baseline, results)
-    header = {"weights": str(restorer.weights), "protocol": args.protocol, "noise": "np.random.seed(0), sigma 15/25/50 in turn",
-              "tiled restorations": f"{results.tiled} (0 means every image was restored whole)"}
+    header = {"weights": str(restorer.weights), "protocol": args.protocol}
+    if args.benchmark:  # only the benchmarks synthesise noise; paired folders hold their own inputs
+        header["noise"] = "np.random.seed(0), sigma 15/25/50 in turn"
+    header["tiled restorations"] = f"{results.tiled} (0 means every image was restored whole)"
     text = format_table(results, [c.label for c in columns], args.format, header)
     print(text)
     if args.output:
