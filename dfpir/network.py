@@ -41,6 +41,8 @@ def check_inputs(image: torch.Tensor, prompt: torch.Tensor | None, prompt_dim: i
         raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
     if not image.is_floating_point():
         raise TypeError(f"image must be a float tensor in [0, 1], got {image.dtype} (divide 8-bit images by 255)")
+    if image.shape[0] == 0:
+        raise ValueError("image batch is empty (shape (0, 3, H, W))")
     if not bool(torch.isfinite(image).all()):
         raise ValueError("image contains NaN or infinite values")
     if not needs_prompt:
@@ -151,6 +153,10 @@ class DFPIR(nn.Module):
         The output is not clipped (the training loss sees the raw values); clip it for display.
         """
         check_inputs(image, prompt, self.config.prompt_dim, self.config.use_dgpb)
+        weights = self.embed.weight
+        if image.dtype != weights.dtype and not torch.is_autocast_enabled(image.device.type):
+            raise TypeError(f"image is {image.dtype} but the model's weights are {weights.dtype}; "
+                            f"convert one of them (image.to({weights.dtype}) or model.to({image.dtype}))")
         h, w = image.shape[-2:]
         out = self.forward_padded(pad_to_multiple(image), prompt)
         return out[..., :h, :w]
@@ -162,6 +168,8 @@ class DFPIR(nn.Module):
         """
         if isinstance(names, str):
             names = [names] * (batch or 1)
+        elif batch is not None and len(names) != batch:
+            raise ValueError(f"got {len(names)} degradation names for a batch of {batch}: give one name, or one per image")
         p = next(self.parameters())
         return self.prompts.embed(names).to(device=p.device, dtype=p.dtype)
 

@@ -97,11 +97,21 @@ def test_different_degradations_give_different_channel_orders():
         (torch.full((1, 3, 16, 16), float("nan")), torch.randn(1, 512), ValueError, "NaN"),
         (torch.rand(1, 3, 16, 16), torch.full((1, 512), float("nan")), ValueError, "NaN"),
         (torch.rand(1, 3, 16, 16), None, ValueError, "needs a prompt"),
+        (torch.rand(0, 3, 16, 16), torch.randn(0, 512), ValueError, "batch is empty"),
+        (torch.rand(1, 3, 16, 16, dtype=torch.float64), torch.randn(1, 512), TypeError, "image is torch.float64 but the model's weights are torch.float32"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(image, prompt, error, message):
     with pytest.raises(error, match=message):
         tiny()(image, prompt)
+
+
+def test_restore_names_must_match_the_batch():
+    with pytest.raises(ValueError, match="got 1 degradation names for a batch of 2"):
+        tiny().restore(torch.rand(2, 3, 16, 16), ["rain"])
+    with torch.no_grad():
+        assert tiny().restore(torch.rand(2, 3, 16, 16), ["rain", "haze"]).shape == (2, 3, 16, 16)
+        assert tiny().double().restore(torch.rand(1, 3, 16, 16, dtype=torch.float64), "rain").dtype == torch.float64
 
 
 @pytest.mark.parametrize(
