@@ -6,8 +6,7 @@ import argparse
 import sys
 from functools import wraps
 from pathlib import Path
-from typing import NoReturn
-from typing import Callable
+from typing import Callable, NoReturn
 
 USAGE_ERROR = 2
 
