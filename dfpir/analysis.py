@@ -26,13 +26,13 @@ Command line::
     python -m dfpir.analysis interference --weights best.safetensors --data builtin --out DIR
     python -m dfpir.analysis blur-bound
 
-The last prints what Wiener deconvolution *with the true kernel* gains on the synthetic motion
-blur (:func:`deblur_bound`), an upper reference for what a blind restorer can learn, and what one
-fixed filter for every shake gains, the generic sharpening a restorer gets without estimating the
-kernel; ``--weights`` places trained checkpoints between the two.
+``interference`` writes ``DIR/interference.png`` (heatmaps), ``DIR/interference_layers.png``
+(per-layer matrices) and ``DIR/interference.json`` (the numbers).
 
-writes ``DIR/interference.png`` (heatmaps), ``DIR/interference_layers.png`` (per-layer matrices)
-and ``DIR/interference.json`` (the numbers).
+``blur-bound`` prints what Wiener deconvolution *with the true kernel* gains on the synthetic
+motion blur (:func:`deblur_bound`), an upper reference for what a blind restorer can learn, and
+what one fixed filter for every shake gains, the generic sharpening a restorer gets without
+estimating the kernel; ``--weights`` places trained checkpoints between the two.
 
 matplotlib is only needed by the ``plot_*`` functions and the command line.
 """
@@ -896,7 +896,7 @@ def run_interference(args: argparse.Namespace) -> Interference:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import load
+    from .checkpoint import atomic_write, load
     from .prompts import DEGRADATIONS
 
     _at_least(1, batch=args.batch, patch=args.patch)
@@ -933,12 +933,13 @@ def run_interference(args: argparse.Namespace) -> Interference:
     result = measure_interference(model, batches, meta)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "interference.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    text = json.dumps(result.to_dict(), indent=1) + "\n"
+    atomic_write(out / "interference.json", lambda tmp: Path(tmp).write_text(text))
     fig = plot_interference(result, title=f"gradient cosine between degradations: {source}, ablation {args.ablation}")
-    fig.savefig(out / "interference.png", dpi=120)
+    atomic_write(out / "interference.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     fig = plot_layer_matrices(result)
-    fig.savefig(out / "interference_layers.png", dpi=120)
+    atomic_write(out / "interference_layers.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     print(result.summary())
     print(f"wrote {out / 'interference.png'}, {out / 'interference_layers.png'}, {out / 'interference.json'}")

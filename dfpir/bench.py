@@ -12,8 +12,8 @@
 - ``restore``: tiled restoration of 1, 4 and 16 megapixels (delegates to ``dfpir.bench_restore``);
 - ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench_reference``).
 
-Every run prints a text table and, with ``--json FILE``, writes the numbers with the machine's
-description. Nothing here is asserted by a test: speed is reported, not checked.
+Every run of ``forward``, ``train``, ``compare`` or ``profile`` prints a text table and, with
+``--json FILE``, writes the numbers with the machine's description. Nothing here is asserted by a test: speed is reported, not checked.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Speed of the NumPy/Numba reference against the PyTorch model (a benchmark, not a test).
 
-Run ``python -m dfpir.bench_reference``. It prints the ``tiny`` preset's full reference forward
-at 64 x 64 after compilation, then each operation's time beside its PyTorch twin (CPU, float32,
+Run ``python -m dfpir.bench reference [--size PX] [--threads N]``. It prints the ``tiny`` preset's
+full reference forward at ``--size`` x ``--size`` (default 64) after compilation, then each operation's time beside its PyTorch twin (CPU, float32,
 median of a few runs). It lives in ``dfpir`` because it imports torch, which ``reference`` never
 does.
 """

@@ -119,7 +119,7 @@ def check_args(args: argparse.Namespace) -> None:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """Print one line per size: tiles, time and peak RSS."""
-    p = CommandParser(prog="python -m dfpir.bench_restore", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m dfpir.bench restore", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096], help="image sides in pixels (default 1024 2048 4096: 1, 4, 16 MP)")
     p.add_argument("--preset", default="paper", help="model preset, random weights (default paper)")
     p.add_argument("--max-tiles", type=int, help="run only this many tiles per size, extrapolate the time")

@@ -24,6 +24,7 @@ Command line::
 
     python -m dfpir.data check ROOT --layout rain100l --split train
     python -m dfpir.data bench
+    python -m dfpir.data degrade CLEAN -o OUT    # test pairs from your own photos (dfpir.pairs)
 """
 
 from __future__ import annotations
@@ -1047,7 +1048,7 @@ def _check_bench_args(args: argparse.Namespace) -> None:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.data {check,bench,degrade}``."""
-    parser = CommandParser(prog="python -m dfpir.data", description="Check data folders or benchmark the data pipeline.")
+    parser = CommandParser(prog="python -m dfpir.data", description="Check data folders, benchmark the data pipeline, or write degraded copies of clean photos.")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="count, pair and read every file of a layout; exit 1 if unusable")
     c.add_argument("root", nargs="?", help="the data set's folder (not for --layout builtin)")

@@ -1,9 +1,12 @@
 """Evaluate on paired folders or the paper's test sets: ``python -m dfpir.evaluate``.
 
-Two ways to name the data:
+Three ways to name the data:
 
 - ``--input DIR --target DIR --degradation NAME`` (or ``auto``): inputs matched to targets by file
   stem (``--name-rule 'PATTERN=>REPLACEMENT'`` for names that differ, e.g. ``'^rain-=>norain-'``);
+- ``--input DIR --target DIR`` without ``--degradation``, where DIR holds one sub-folder per
+  degradation named after it (as ``python -m dfpir.data degrade`` writes): one column per
+  sub-folder, each against the same targets;
 - ``--benchmark 3task|5task --root DIR``: the test layouts of :func:`dfpir.data.scan` under
   ``ROOT/denoise`` (CBSD68 clean images), ``ROOT/derain`` (Rain100L ``input/rain-N`` with
   ``target/norain-N``), ``ROOT/dehaze`` (SOTS-outdoor ``input/XXXX_*.jpg`` with
@@ -335,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(prog="python -m dfpir.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", type=Path, help="folder of degraded images (paired mode)")
     p.add_argument("--target", type=Path, help="folder of clean targets (paired mode)")
-    p.add_argument("--degradation", help="true degradation of the paired folder, or auto")
+    p.add_argument("--degradation", help="true degradation of the paired folder, or auto; omit it for an --input of per-degradation sub-folders")
     p.add_argument("--name-rule", help="input stem -> target stem, 'PATTERN=>REPLACEMENT'")
     p.add_argument("--benchmark", choices=list(COLUMNS), help="a paper test set layout under --root")
     p.add_argument("--root", type=Path, help="folder holding denoise/, derain/, dehaze/ (deblur/, lowlight/)")

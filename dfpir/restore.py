@@ -6,8 +6,8 @@ grey-ness; an input named without an image suffix this tool writes (``scan``, ``
 written as PNG (``scan.png``, ``a.png``), which holds every depth, alpha and grey-ness it reads.
 Existing files are never replaced unless ``--overwrite`` is given, and every write is atomic, so
 an interrupted run leaves no partial file (and a run that writes nothing leaves no new folder).
-A bad input is reported on one line and skipped; the exit code is 1 when any input failed, 2 for
-a usage error (nothing restored).
+A bad input is reported on one line and skipped; the exit code is 1 when any input failed (even
+all of them), 2 for a usage error or when no input names an image (nothing restored).
 
 ``--degradation`` is a name the weights know (``noise15 noise25 noise50 rain haze blur
 lowlight``), ``auto`` (the classifier stored in the weights picks per image, and the choice and

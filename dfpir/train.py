@@ -1,4 +1,4 @@
-"""Train DFPIR: ``python -m dfpir.train [--preset demo|3task|5task] [--config F.toml] [key=value ...]``.
+"""Train DFPIR: ``python -m dfpir.train [--preset demo|weights|3task|5task] [--config F.toml] [key=value ...]``.
 
 With no arguments it trains the ``tiny`` network on the photographs that ship with scikit-image,
 degraded on the fly by all seven synthetic degradations, on the CPU, and prints a validation
@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
-from .checkpoint import read
+from .checkpoint import atomic_write, read
 from .checkpoint import save as save_checkpoint
 from .classifier import DegradationClassifier
 from .errors import CommandParser, UserError, check_output_folder, cli_main
@@ -559,7 +559,8 @@ def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None)
     dataset, val = build_data(cfg, cfg.train.steps * cfg.optim.batch_size)
     if dist.main:
         check_output_folder(out)
-        (out / "config.toml").write_text(cfg.to_toml())
+        text = cfg.to_toml()
+        atomic_write(out / "config.toml", lambda tmp: Path(tmp).write_text(text))
     writer = None
     if dist.main:
         try:
@@ -617,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m dfpir.train``."""
     p = CommandParser(prog="python -m dfpir.train", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. optim.lr=2e-4 train.steps=500")
-    p.add_argument("--preset", default="demo", help="demo (default), 3task or 5task")
+    p.add_argument("--preset", default="demo", help="demo (default), weights (the shipped weights' recipe), 3task or 5task")
     p.add_argument("--config", help="a TOML file with [model], [data], [optim], [train] tables")
     p.add_argument("--resume", nargs="?", const="auto", help="continue from OUT_DIR/last.safetensors, or from the given file")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="save and stop after STEP (the schedule still spans train.steps)")
