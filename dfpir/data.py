@@ -1070,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("degrade", help="write degraded copies of your clean images, to evaluate on (OUT/<degradation>/<name>.png)")
     g.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files or folders of them (not recursive)")
     g.add_argument("-o", "--outdir", type=Path, required=True, help="output folder; one sub-folder per degradation")
-    g.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS), help="default: all seven")
+    g.add_argument("--degradations", nargs="+", default=list(DEGRADE), help="default: every synthetic degradation (the seven)")
     g.add_argument("--seed", type=int, default=0, help="base seed (each photo and degradation has its own stream)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)

@@ -52,7 +52,8 @@ def plan_outputs(sources: Sequence[Path], degradations: Sequence[str], outdir: P
     jobs = {(src, d): outdir / d / f"{src.stem}.png" for src in sources for d in degradations}
     existing = [out for out in jobs.values() if out.exists()]
     if existing and not overwrite:
-        raise UserError(f"{existing[0]} already exists ({len(existing)} outputs in all); pass --overwrite or choose another -o")
+        others = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UserError(f"{existing[0]} already exists{others}; pass --overwrite or choose another -o")
     return jobs
 
 
@@ -62,11 +63,12 @@ def make_pairs(sources: Sequence[Path], degradations: Sequence[str], outdir: Pat
     Every clean image is read once before anything is written, so an unreadable one stops the
     run with nothing half done.
     """
-    from .prompts import DEGRADATIONS
+    from .degradations import DEGRADE
 
-    unknown = [d for d in degradations if d not in DEGRADATIONS]
+    degradations = list(dict.fromkeys(degradations))  # each once, in the order given
+    unknown = [d for d in degradations if d not in DEGRADE]
     if unknown:
-        raise UserError(f"unknown degradation {unknown[0]!r}; known: {', '.join(DEGRADATIONS)}")
+        raise UserError(f"unknown degradation {unknown[0]!r}; the synthetic ones are: {', '.join(DEGRADE)}")
     if not sources:
         raise UserError("no clean images given; pass image files or folders of them")
     jobs = plan_outputs(sources, degradations, outdir, overwrite)

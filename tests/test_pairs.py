@@ -47,7 +47,7 @@ def test_outputs_are_reproducible_and_independent_of_the_other_photos(clean, tmp
 
 
 @pytest.mark.parametrize("case, message", [
-    ("exists", "already exists (1 outputs in all); pass --overwrite"),
+    ("exists", "colour.png already exists; pass --overwrite"),
     ("unknown", "unknown degradation 'fog'"),
     ("corrupt", "bad.png"),
     ("clash", "would both be written as colour.png"),
