@@ -33,13 +33,16 @@ def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
 
 
 def check_output_folder(folder: Path) -> None:
-    """Create ``folder`` and make sure files can be written in it, else a one-line :class:`UserError`.
+    """Make sure files can be written in ``folder`` (created if missing), else a one-line :class:`UserError`.
 
     Commands call it before long work, so that a bad output path fails in a second, not after.
+    The folders it had to create for the test are removed again (the writers create them), so a
+    run that fails later leaves no empty folder behind.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"cannot write to output folder {folder}: it is a file")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write_test"
@@ -47,6 +50,12 @@ def check_output_folder(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+    finally:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:  # not empty, or never made: it and its parents stay
+                break
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -259,6 +259,14 @@ def test_convert_refuses_an_unusable_output_before_reading(made_official_file, t
     assert not (tmp_path / "out.pth").exists()
 
 
+def test_a_failed_convert_leaves_no_new_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00garbage")
+    assert convert.main([str(bad), "-o", str(tmp_path / "new" / "sub" / "out.safetensors")]) == 2
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # the output check made and removed it
+
+
 def test_convert_says_when_shapes_make_no_dfpir(made_official_file, tmp_path, capsys):
     path, model = made_official_file
     sd = to_official_names(model.state_dict())
