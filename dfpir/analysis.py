@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import get_config
-from .errors import CommandParser, UserError, check_output_folder, cli_main
+from .errors import CommandParser, UserError, check_at_least, check_output_folder, cli_main
 from .network import DFPIR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -882,13 +882,6 @@ def _clean_images(data: str, patch: int) -> list[np.ndarray]:
     return images
 
 
-def _at_least(low: int, **options: int) -> None:
-    """One-line errors for command-line options below ``low``."""
-    for name, value in options.items():
-        if value < low:
-            raise UserError(f"--{name} must be >= {low}, got {value}")
-
-
 def run_interference(args: argparse.Namespace) -> Interference:
     """The ``interference`` command: build or load, ablate, measure, write PNGs and JSON."""
     import matplotlib
@@ -899,8 +892,9 @@ def run_interference(args: argparse.Namespace) -> Interference:
     from .checkpoint import atomic_write, load
     from .prompts import DEGRADATIONS
 
-    _at_least(1, batch=args.batch, patch=args.patch)
-    _at_least(0, threads=args.threads)  # 0: torch's default
+    check_at_least("--batch", args.batch, 1)
+    check_at_least("--patch", args.patch, 1)
+    check_at_least("--threads", args.threads, 0, "0: torch's default")
     if args.patch % 8:
         raise UserError(f"--patch must be a multiple of 8, got {args.patch}")
     if args.degradations is not None and len(set(args.degradations)) < 2:
@@ -948,9 +942,9 @@ def run_interference(args: argparse.Namespace) -> Interference:
 
 def run_blur_bound(args: argparse.Namespace) -> dict[str, float]:
     """The ``blur-bound`` command: print :func:`deblur_bound` on the chosen clean images."""
-    _at_least(1, count=args.count)
-    _at_least(8, patch=args.patch)
-    _at_least(0, threads=args.threads)  # 0: torch's default
+    check_at_least("--count", args.count, 1)
+    check_at_least("--patch", args.patch, 8)
+    check_at_least("--threads", args.threads, 0, "0: torch's default")
     images = _clean_images(args.data, args.patch)
     models = {path: _blur_model(path) for path in args.weights}
     if args.threads:

@@ -13,7 +13,8 @@
 - ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench_reference``).
 
 Every run of ``forward``, ``train``, ``compare`` or ``profile`` prints a text table and, with
-``--json FILE``, writes the numbers with the machine's description. Nothing here is asserted by a test: speed is reported, not checked.
+``--json FILE``, writes the numbers with the machine's description. Nothing here is asserted by
+a test: speed is reported, not checked.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 
 from .config import get_config
 from .checkpoint import atomic_write
-from .errors import CommandParser, UserError, check_output_folder, cli_main
+from .errors import CommandParser, UserError, check_at_least, check_output_folder, cli_main
 from .network import DFPIR
 from .runner import resolve_device
 from .speed import VARIANTS, prepare, reuse_freed_memory
@@ -174,7 +175,7 @@ def bench_profile(preset: str, size: int, batch: int, variant: str, device: torc
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dfpir.bench`` argument parser (``restore`` and ``reference`` have their own)."""
     p = CommandParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0],
-                                epilog="Every suite runs each preset at every size and batch given.")
+                      epilog="Every suite runs each preset at every size and batch given.")
     p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "profile"],
                    help="what to time (default forward); restore and reference take their own options: "
                         "python -m dfpir.bench restore --help")
@@ -217,12 +218,10 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = [p for p in args.presets if p not in PRESETS]
     if unknown:
         raise UserError(f"unknown preset {unknown[0]!r}; choose from: {', '.join(PRESETS)}")
-    for name, values in (("--sizes", args.sizes), ("--batches", args.batches), ("--repeats", [args.repeats]),
-                         ("--threads", [args.threads or 1])):
-        if min(values) < 1:
-            raise UserError(f"{name} must be >= 1, got {min(values)}")
-    if min(args.sizes) < 8:
-        raise UserError(f"--sizes must be >= 8 pixels (the U-net halves the image three times), got {min(args.sizes)}")
+    check_at_least("--sizes", min(args.sizes), 8, "pixels: the U-net halves the image three times")
+    check_at_least("--batches", min(args.batches), 1)
+    check_at_least("--repeats", args.repeats, 1)
+    check_at_least("--threads", args.threads or 1, 1)  # not given: torch's default
     if args.json:
         if args.json.is_dir():
             raise UserError(f"--json {args.json} is a folder; give a file name")

@@ -1,8 +1,8 @@
 """Speed of the NumPy/Numba reference against the PyTorch model (a benchmark, not a test).
 
 Run ``python -m dfpir.bench reference [--size PX] [--threads N]``. It prints the ``tiny`` preset's
-full reference forward at ``--size`` x ``--size`` (default 64) after compilation, then each operation's time beside its PyTorch twin (CPU, float32,
-median of a few runs). It lives in ``dfpir`` because it imports torch, which ``reference`` never
+full reference forward at ``--size`` x ``--size`` (default 64) after compilation, then each
+operation's time beside its PyTorch twin (CPU, float32, median of a few runs). It lives in ``dfpir`` because it imports torch, which ``reference`` never
 does.
 """
 
@@ -22,7 +22,7 @@ import reference
 
 from . import attention, masked_attention, perturbation
 from .config import get_config
-from .errors import CommandParser, UserError, cli_main
+from .errors import CommandParser, UserError, check_at_least, cli_main
 from .network import DFPIR
 
 
@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.size < 8 or args.size % 2:
         raise UserError(f"--size must be an even number >= 8 (the per-op table includes a pixel unshuffle), got {args.size}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        check_at_least("--threads", args.threads, 1)
         torch.set_num_threads(args.threads)
     run(args.size)
     return 0

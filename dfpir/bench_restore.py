@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CommandParser, UserError, cli_main
+from .errors import CommandParser, UserError, check_at_least, cli_main
 
 
 def _rss_now() -> int:
@@ -105,15 +104,14 @@ def run_child(args: list[str]) -> dict:
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors for values no run can use, before any child process starts."""
     from .config import PRESETS
+    from .runner import budget_bytes
 
     if args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
-    if min(args.sizes) < 8:
-        raise UserError(f"--sizes must be >= 8 pixels, got {min(args.sizes)}")
-    if args.max_tiles is not None and args.max_tiles < 1:
-        raise UserError(f"--max-tiles must be >= 1, got {args.max_tiles}")
-    if args.memory_gb is not None and not (math.isfinite(args.memory_gb) and args.memory_gb > 0):
-        raise UserError(f"--memory-gb must be a positive number of GiB, got {args.memory_gb}")
+    check_at_least("--sizes", min(args.sizes), 8, "pixels")
+    if args.max_tiles is not None:
+        check_at_least("--max-tiles", args.max_tiles, 1)
+    budget_bytes(args.memory_gb)  # refuses zero, negative and non-finite budgets
 
 
 @cli_main

@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .degradations import DEGRADE, NOISE_SIGMA, gaussian_noise
-from .errors import CommandParser, UserError, cli_main
+from .errors import CommandParser, UserError, check_at_least, cli_main
 from .prompts import DEGRADATIONS
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -1036,11 +1036,12 @@ def _check_bench_args(args: argparse.Namespace) -> None:
     """One-line errors for ``data bench`` values that cannot be timed, before any timing runs."""
     from .config import PRESETS
 
-    for name, value in (("--size", args.size), ("--batch", args.batch), ("--repeats", args.repeats), ("--threads", 1 if args.threads is None else args.threads)):
-        if value < 1:
-            raise UserError(f"{name} must be >= 1, got {value}")
-    if any(w < 0 for w in args.workers):
-        raise UserError(f"--workers must be >= 0, got {min(args.workers)}")
+    for name, value in (("--size", args.size), ("--batch", args.batch), ("--repeats", args.repeats)):
+        check_at_least(name, value, 1)
+    if args.threads is not None:
+        check_at_least("--threads", args.threads, 1)
+    if args.workers:
+        check_at_least("--workers", min(args.workers), 0)
     if args.model != "none" and args.model not in PRESETS:
         raise UserError(f"unknown --model {args.model!r}; choose one of: {', '.join(PRESETS)}, none")
 
@@ -1092,10 +1093,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         bench(args.size, args.batch, args.repeats, args.workers, None if args.model == "none" else args.model)
         return 0
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1 (files read per task), got {args.limit}")
-    if args.patch_size < 1:
-        raise UserError(f"--patch-size must be >= 1, got {args.patch_size}")
+    if args.limit is not None:
+        check_at_least("--limit", args.limit, 1, "files read per task")
+    check_at_least("--patch-size", args.patch_size, 1)
     if args.root is not None and not Path(args.root).is_dir():
         raise UserError(f"{args.root}: {'is a file, not a folder' if Path(args.root).exists() else 'folder not found'}")
     rows = check(args.layout, args.root, args.split, args.patch_size, args.limit, degradation=args.degradation,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import CommandParser, UserError, cli_main
+from .errors import CommandParser, UserError, check_at_least, cli_main
 from .metrics import psnr, ssim
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,8 +75,8 @@ def run_demo(weights: Path | None, out: Path, photos: int | None = None, precisi
     from .data import builtin_photos
     from .runner import Restorer
 
-    if photos is not None and photos < 1:
-        raise UserError(f"--photos must be >= 1, got {photos}")
+    if photos is not None:
+        check_at_least("--photos", photos, 1)
     restorer = Restorer(weights, device, precision)
     names = restorer.classifier.classes if restorer.classifier is not None else restorer.names
     images = [(n, centre_crop(img)) for n, img in builtin_photos("val")][:photos]
@@ -142,7 +142,6 @@ def _degrade_restore_measure(restorer: Restorer, names: list[str], images: list[
     (out / "index.html").write_text(gallery_html(page))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
-
 
 
 def gallery_html(rows: list[tuple[str, str, float, float]]) -> str:

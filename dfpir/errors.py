@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from functools import wraps
 from pathlib import Path
@@ -30,6 +31,13 @@ def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
             return 130
 
     return wrapper
+
+
+def check_at_least(name: str, value: float, low: float, note: str = "") -> None:
+    """Refuse ``value`` below ``low``, NaN or infinite with a one-line :class:`UserError` naming the
+    option or config key ``name`` (``note``: what ``low`` means, e.g. ``"0: torch's default"``)."""
+    if not (math.isfinite(value) and value >= low):
+        raise UserError(f"{name} must be >= {low}{f' ({note})' if note else ''}, got {value}")
 
 
 def check_output_folder(folder: Path) -> None:

@@ -42,9 +42,7 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -53,7 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .checkpoint import atomic_write
-from .errors import CommandParser, UserError, cli_main
+from .errors import CommandParser, UserError, check_output_folder, cli_main
 from .images import read_image
 from .metrics import SSIM_WINDOW, centre_crop_multiple, psnr, ssim
 from .runner import PRECISIONS, Restorer, budget_bytes
@@ -363,12 +361,7 @@ def check_output_file(path: Path) -> None:
     folder = next((p for p in path.parents if p.exists()), Path("."))  # missing folders are created
     if not folder.is_dir():
         raise UserError(f"-o {path}: {folder} is a file, not a folder; choose another -o")
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".dfpir-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UserError(f"-o {path}: cannot write in {folder} ({exc.strerror or exc}); choose another -o") from None
+    check_output_folder(path.parent)
 
 
 def write_output(path: Path, text: str) -> None:

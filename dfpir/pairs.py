@@ -27,17 +27,20 @@ from .errors import UserError, check_output_folder
 from .images import Image, read_image, write_image
 
 
-def pair_seed(seed: int, photo: str, degradation: str) -> int:
-    """The generator seed of one (photo, degradation): stable across runs, Python versions and machines."""
-    return int(np.random.default_rng([seed, zlib.crc32(photo.encode()), zlib.crc32(degradation.encode())]).integers(2**62))
+def pair_generator(seed: int, photo: str, degradation: str) -> torch.Generator:
+    """The generator of one (photo, degradation), keyed like the datasets' items
+    (:func:`dfpir.data.item_rng`): stable across runs, Python versions and machines."""
+    from .data import item_rng, torch_generator
+
+    return torch_generator(item_rng(seed, zlib.crc32(photo.encode()), zlib.crc32(degradation.encode())))
 
 
-def degrade_image(image: Image, degradation: str, seed: int) -> Image:
+def degrade_image(image: Image, degradation: str, generator: torch.Generator) -> Image:
     """``image`` degraded by the registry function ``degradation``, as an RGB image of its bit depth."""
     from .degradations import degrade
 
     clean = torch.from_numpy(np.ascontiguousarray(image.rgb.transpose(2, 0, 1)))[None]  # (1, 3, H, W)
-    out = degrade(clean, [degradation], torch.Generator().manual_seed(seed)).clamp(0, 1)
+    out = degrade(clean, [degradation], generator).clamp(0, 1)
     rgb = out[0].permute(1, 2, 0).numpy()  # (H, W, 3)
     return Image(rgb, image.alpha, image.bit_depth, False, image.path)
 
@@ -80,6 +83,6 @@ def make_pairs(sources: Sequence[Path], degradations: Sequence[str], outdir: Pat
         for src in sources:
             image = read_image(src)
             for d in degradations:
-                write_image(jobs[(src, d)], degrade_image(image, d, pair_seed(seed, src.stem, d)))
+                write_image(jobs[(src, d)], degrade_image(image, d, pair_generator(seed, src.stem, d)))
                 bar.update(1)
     return len(jobs)

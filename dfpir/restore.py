@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import USAGE_ERROR, CommandParser, UserError, cli_main
+from .errors import USAGE_ERROR, CommandParser, UserError, check_output_folder, cli_main
 from .images import SUFFIXES, check_writable, is_image_path, read_image, write_image
 from .runner import PRECISIONS, Restorer, budget_bytes
 
@@ -107,32 +105,12 @@ def check_suffix(suffix: str) -> None:
         raise UserError(f"--suffix {suffix!r} must not contain a path separator or '..' (it is added to file names); use e.g. _restored")
 
 
-def check_outdir(outdir: Path) -> list[Path]:
-    """Create ``outdir`` if needed and prove it writable (one-line error otherwise).
-
-    Returns the folders it created, deepest first, for :func:`remove_if_empty`.
-    """
+def check_outdir(outdir: Path) -> None:
+    """Prove ``outdir`` writable (one-line error otherwise). It is created by the first write, so
+    a run that writes nothing leaves no new folder."""
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f"{outdir} is a file, not a folder; give -o a folder (it is created if missing)")
-    created = [p for p in (outdir, *outdir.parents) if not p.exists()]
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=outdir, prefix=".dfpir-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        remove_if_empty(created)
-        raise UserError(f"{outdir}: output folder is not writable ({exc.strerror or exc})") from None
-    return created
-
-
-def remove_if_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty: a run that wrote nothing leaves nothing."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (or already gone): it and its parents stay
-            return
+    check_output_folder(outdir)
 
 
 def output_name(source: Path, suffix: str) -> str:
@@ -230,13 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     sources = expand_inputs(args.inputs, report)
     if not sources:
         return USAGE_ERROR  # every input failed, each already reported on its own line
-    created = check_outdir(args.outdir)
-    try:
-        jobs = plan_jobs(sources, args.outdir, args.suffix, args.overwrite, report)
-        start = time.perf_counter()
-        run_jobs(restorer, jobs, args.degradation, report)
-    finally:
-        remove_if_empty(created)
+    check_outdir(args.outdir)
+    jobs = plan_jobs(sources, args.outdir, args.suffix, args.overwrite, report)
+    start = time.perf_counter()
+    run_jobs(restorer, jobs, args.degradation, report)
     print(summary(report, args.outdir, time.perf_counter() - start))
     return 1 if report.failed else 0
 

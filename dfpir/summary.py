@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import PRESETS, DFPIRConfig
-from .errors import CommandParser, UserError, cli_main
+from .errors import CommandParser, check_at_least, cli_main
 from .network import DFPIR
 
 
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p = CommandParser(prog="python -m dfpir.summary", description=__doc__)
     p.add_argument("--size", type=int, default=256, help="image side in pixels for the FLOPs (default 256; counted padded to a multiple of 8)")
     args = p.parse_args(argv)
-    if args.size < 1:
-        raise UserError(f"--size must be >= 1 pixel, got {args.size}")
+    check_at_least("--size", args.size, 1, "pixels")
     print(f"{'preset':<10} {'parameters':>12} {'trainable':>12} {f'GFLOPs@{args.size}':>13}")
     for name, cfg in PRESETS.items():
         model = DFPIR(cfg)

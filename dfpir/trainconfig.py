@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, check_at_least
 
 if typing.TYPE_CHECKING:
     from .config import DFPIRConfig
@@ -251,12 +251,6 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: invalid TOML ({exc})") from None
 
 
-def _at_least(key: str, value: float, low: float, note: str = "") -> None:
-    """Refuse a ``value`` below ``low``, NaN or infinite, naming ``key`` (``note``: what ``low`` means)."""
-    if not (math.isfinite(value) and value >= low):
-        raise UserError(f"{key} must be >= {low}{f' ({note})' if note else ''}, got {value}")
-
-
 def validate(cfg: TrainConfig) -> None:
     """Range and cross-field checks with one-line messages, before anything is written.
 
@@ -282,13 +276,13 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.train.device):
         raise UserError(f"train.device must be auto, cpu, cuda or cuda:N (N: a GPU number), got {cfg.train.device!r}")
-    _at_least("data.workers", cfg.data.workers, 0, "0: prepare batches in the training process")
-    _at_least("train.threads", cfg.train.threads, 0, "0: torch's default")
+    check_at_least("data.workers", cfg.data.workers, 0, "0: prepare batches in the training process")
+    check_at_least("train.threads", cfg.train.threads, 0, "0: torch's default")
     for key, value in [("train.steps", cfg.train.steps), ("optim.batch_size", cfg.optim.batch_size),
                        ("optim.accum_steps", cfg.optim.accum_steps), ("data.val_patches_per_image", cfg.data.val_patches_per_image),
                        ("train.val_every", cfg.train.val_every), ("train.ckpt_every", cfg.train.ckpt_every),
                        ("train.log_every", cfg.train.log_every)]:
-        _at_least(key, value, 1)
+        check_at_least(key, value, 1)
     _validate_optim(cfg.optim)
     ratios = cfg.data.ratios
     if ratios and (len(ratios) != len(cfg.data.degradations) or min(ratios) < 0 or not sum(ratios)):
@@ -319,8 +313,8 @@ def _validate_optim(o: OptimSection) -> None:
         raise UserError(f"optim.min_lr must be in [0, optim.lr = {o.lr}] (the floor of the cosine decay), got {o.min_lr}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         raise UserError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {o.betas}")
-    _at_least("optim.warmup_steps", o.warmup_steps, 0, "0: no warm-up")
-    _at_least("optim.cosine_steps", o.cosine_steps, 0, "0: decay over the whole run")
-    _at_least("optim.weight_decay", o.weight_decay, 0, "0: Adam, > 0: AdamW")
-    _at_least("optim.grad_clip", o.grad_clip, 0, "0: off")
-    _at_least("optim.fft_weight", o.fft_weight, 0)
+    check_at_least("optim.warmup_steps", o.warmup_steps, 0, "0: no warm-up")
+    check_at_least("optim.cosine_steps", o.cosine_steps, 0, "0: decay over the whole run")
+    check_at_least("optim.weight_decay", o.weight_decay, 0, "0: Adam, > 0: AdamW")
+    check_at_least("optim.grad_clip", o.grad_clip, 0, "0: off")
+    check_at_least("optim.fft_weight", o.fft_weight, 0)

@@ -107,8 +107,8 @@ def test_each_suite_has_its_own_defaults():
 
 @pytest.mark.parametrize("bad, message", [
     (["--presets", "bogus"], "unknown preset 'bogus'"),
-    (["--sizes", "0"], "--sizes must be >= 1"),
-    (["--sizes", "4"], "--sizes must be >= 8 pixels"),
+    (["--sizes", "0"], "--sizes must be >= 8 (pixels: the U-net halves the image three times), got 0"),
+    (["--sizes", "4"], "--sizes must be >= 8 (pixels: the U-net halves the image three times), got 4"),
     (["--batches", "-1"], "--batches must be >= 1"),
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--threads", "-2"], "--threads must be >= 1"),
@@ -131,7 +131,7 @@ def test_an_unwritable_json_path_is_refused_before_timing(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["restore", "--sizes", "0"], "--sizes must be >= 8 pixels"),
+    (["restore", "--sizes", "0"], "--sizes must be >= 8 (pixels), got 0"),
     (["restore", "--preset", "huge"], "unknown preset 'huge'"),
     (["restore", "--memory-gb", "-1"], "--memory-gb must be a positive number"),
     (["restore", "--memory-gb", "inf"], "--memory-gb must be a positive number"),

@@ -187,4 +187,4 @@ def test_summary_counts_the_padded_image_and_refuses_impossible_sizes(capsys):
     assert f128 - f64 == 4 * (f64 - f32) > 0
     assert summary.count_flops(cfg, 13) == summary.count_flops(cfg, 16)  # padded to a multiple of 8
     assert summary.main(["--size", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --size must be >= 1 pixel, got 0"
+    assert capsys.readouterr().err.strip() == "error: --size must be >= 1 (pixels), got 0"

@@ -256,7 +256,7 @@ def five_channel_tiff(path: Path) -> Path:
 
 BAD_INPUTS = {  # case -> (what the one error line must contain, exit code)
     "missing": ("nope.png", 2), "empty_dir": ("no images", 2), "truncated": ("t.png", 1), "unknown_name": ("snow", 2),
-    "architecture": ("other.safetensors", 2), "unwritable": ("not writable", 2), "auto_without_classifier": ("classifier", 2),
+    "architecture": ("other.safetensors", 2), "unwritable": ("cannot write to output folder", 2), "auto_without_classifier": ("classifier", 2),
     "no_default_weights": ("python -m dfpir.train", 2),
     "memory_inf": ("--memory-gb must be a positive number of GiB, got inf", 2),
     "memory_nan": ("--memory-gb must be a positive number of GiB, got nan", 2),
