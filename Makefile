@@ -25,7 +25,7 @@ test-nojit: install
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -m reference_subset tests/test_reference_properties.py tests/test_reference_equivalence.py
 
 bench-reference: install
-	$(BIN)/python -m dfpir.bench_reference
+	$(BIN)/python -m dfpir.bench reference
 
 demo: install
 	$(BIN)/python -m dfpir.demo

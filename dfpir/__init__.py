@@ -6,10 +6,11 @@
 """
 
 from .checkpoint import CheckpointError, load, save
-from .config import PRESETS, DFPIRConfig, get_config
-from .network import DFPIR
+from .model.config import PRESETS, DFPIRConfig, get_config
+from .model.network import DFPIR
 from .official import from_official
-from .prompts import DEGRADATIONS, PromptBank, get_degradation, register_degradation
+from .degradations import DEGRADATIONS, get_degradation, register_degradation
+from .model.prompts import PromptBank
 
 __all__ = [
     "DFPIR",

@@ -8,44 +8,23 @@ string metadata ``format=dfpir``, ``format_version``, ``config`` (JSON) and ``pr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from .config import DFPIRConfig
-from .network import DFPIR
-from .prompts import PromptBank
+from .errors import UserError
+from .files import atomic_write
+from .model.config import DFPIRConfig
+from .model.network import DFPIR
+from .model.prompts import PromptBank
 
 FORMAT = "dfpir"
 FORMAT_VERSION = "1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a usable dfpir checkpoint (the message says why and what to do)."""
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``, so readers never see a partial file.
-
-    The file gets the permissions any new file would (``0666`` less the umask), not the ``0600``
-    of the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(model: DFPIR, path: str | Path, extra_metadata: Mapping[str, str] | None = None, extra_tensors: Mapping[str, torch.Tensor] | None = None) -> None:
@@ -60,7 +39,7 @@ def save(model: DFPIR, path: str | Path, extra_metadata: Mapping[str, str] | Non
     tensors.update({f"prompt.{n}": torch.from_numpy(v.copy()) for n, v in model.prompts.embeddings.items()})
     for k, v in (extra_tensors or {}).items():
         if k.startswith(("model.", "prompt.")):
-            raise ValueError(f"extra tensor name {k!r} collides with the checkpoint's own names")
+            raise UserError(f"extra tensor name {k!r} collides with the checkpoint's own names")
         tensors[k] = v.detach().cpu().contiguous()
     metadata = {
         "format": FORMAT,
@@ -138,7 +117,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     """The degradation classifier stored beside the model by ``dfpir.train``, or ``None``."""
-    from .classifier import DegradationClassifier
+    from .model.classifier import DegradationClassifier
 
     tensors, metadata = read(path)
     if "classifier_classes" not in metadata:

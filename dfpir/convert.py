@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 from .checkpoint import save
-from .errors import CommandParser, UserError, check_output_folder, cli_main
+from .errors import CommandParser, UserError, cli_main
+from .files import check_output_folder
 from .official import from_official, infer_official_kwargs, load_official_file, official_config
-from .prompts import PromptBank
+from .model.prompts import PromptBank
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from .errors import CommandParser, UserError, check_at_least, cli_main
 from .metrics import psnr, ssim
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .runner import Restorer
+    from .inference.runner import Restorer
 
 SEED = 2025
 MAX_SIDE = 192  # centre crop, so the demo runs in a minute or two on 2 CPU cores
@@ -70,10 +70,10 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], pad: int = 4) -> np.
 def run_demo(weights: Path | None, out: Path, photos: int | None = None, precision: str = "fp32", device: str = "cpu") -> dict:
     """Degrade, restore and measure; write the gallery into ``out``. Returns the results table.
 
-    Restoration goes through :class:`dfpir.runner.Restorer`, exactly as ``python -m dfpir.restore``.
+    Restoration goes through :class:`dfpir.inference.runner.Restorer`, exactly as ``python -m dfpir.restore``.
     """
-    from .data import builtin_photos
-    from .runner import Restorer
+    from .data.datasets import builtin_photos
+    from .inference.runner import Restorer
 
     if photos is not None:
         check_at_least("--photos", photos, 1)
@@ -101,6 +101,8 @@ def staged_folder(out: Path) -> Iterator[Path]:
         out.mkdir(exist_ok=True)
         for f in sorted(stage.iterdir()):
             os.replace(f, out / f.name)
+    except OSError as exc:  # a full disk or a vanished folder while the gallery is written
+        raise UserError(f"cannot write the demo's output to {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

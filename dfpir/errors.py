@@ -4,26 +4,49 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from functools import wraps
-from pathlib import Path
 from typing import Callable, NoReturn
 
 USAGE_ERROR = 2
 
 
-class UserError(Exception):
-    """An error caused by the user's input; the message says what is wrong and what to do."""
+class UserError(ValueError):
+    """An error caused by the user's input; the message says what is wrong and what to do.
+
+    The command-line wrapper :func:`cli_main` prints exactly these as one line. It subclasses
+    ``ValueError`` so that library callers who catch ``ValueError`` keep working.
+    """
+
+
+class UserTypeError(UserError, TypeError):
+    """A user error about the type of a value (a tensor of the wrong dtype, a non-tensor)."""
+
+
+#: Set this environment variable to 1 to see the traceback behind a one-line error.
+DEBUG_VARIABLE = "DFPIR_DEBUG"
+
+
+def debugging() -> bool:
+    """Whether ``DFPIR_DEBUG`` asks for tracebacks instead of one-line errors."""
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
 def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a ``main(argv) -> exit code`` so user errors print ``error: ...`` and exit 2."""
+    """Wrap a ``main(argv) -> exit code`` so user errors print ``error: ...`` and exit 2.
+
+    Only :class:`UserError` is caught: anything else is a bug and keeps its traceback. With
+    ``DFPIR_DEBUG=1`` user errors keep theirs too.
+    """
 
     @wraps(func)
     def wrapper(argv: list[str] | None = None) -> int:
         try:
             return func(argv)
-        except (UserError, ValueError, OSError) as exc:
+        except UserError as exc:
+            if debugging():
+                raise
             print(f"error: {exc}", file=sys.stderr)
             return USAGE_ERROR
         except KeyboardInterrupt:
@@ -38,32 +61,6 @@ def check_at_least(name: str, value: float, low: float, note: str = "") -> None:
     option or config key ``name`` (``note``: what ``low`` means, e.g. ``"0: torch's default"``)."""
     if not (math.isfinite(value) and value >= low):
         raise UserError(f"{name} must be >= {low}{f' ({note})' if note else ''}, got {value}")
-
-
-def check_output_folder(folder: Path) -> None:
-    """Make sure files can be written in ``folder`` (created if missing), else a one-line :class:`UserError`.
-
-    Commands call it before long work, so that a bad output path fails in a second, not after.
-    The folders it had to create for the test are removed again (the writers create them), so a
-    run that fails later leaves no empty folder behind.
-    """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"cannot write to output folder {folder}: it is a file")
-    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
-    finally:
-        for p in created:
-            try:
-                p.rmdir()
-            except OSError:  # not empty, or never made: it and its parents stay
-                break
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -50,13 +50,13 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import atomic_write
-from .errors import CommandParser, UserError, check_output_folder, cli_main
+from .degradations import DEGRADATIONS, get_degradation
+from .errors import CommandParser, UserError, cli_main
+from .files import atomic_write, check_output_folder
 from .images import read_image
 from .metrics import SSIM_WINDOW, centre_crop_multiple, psnr, ssim
-from .runner import PRECISIONS, Restorer, budget_bytes
+from .inference.runner import PRECISIONS, Restorer, budget_bytes
 
-SIGMAS = {"noise15": 15, "noise25": 25, "noise50": 50}
 COLUMNS = {  # benchmark -> (column label, task folder, degradation), in the paper's order
     "3task": [("SOTS", "dehaze", "haze"), ("Rain100L", "derain", "rain"), ("sigma 15", "denoise", "noise15"),
               ("sigma 25", "denoise", "noise25"), ("sigma 50", "denoise", "noise50")],
@@ -91,7 +91,7 @@ class Results:
 
     scores: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     blind_hits: dict[str, list[bool]] = field(default_factory=dict)
-    tiled: int = 0  # restorations done by tiles (they differ from whole-image ones, see dfpir.tiling)
+    tiled: int = 0  # restorations done by tiles (they differ from whole-image ones, see dfpir.inference.tiling)
 
     def add(self, row: str, column: str, pair: tuple[float, float]) -> None:
         """Record one image's (PSNR, SSIM)."""
@@ -165,7 +165,7 @@ class NoiseStream:
 
     def noisy(self, sigma: int) -> list[np.ndarray]:
         """All noisy uint8 images at ``sigma``, drawing the earlier sigmas first if needed."""
-        from .degradations import gaussian_noise_uint8
+        from .degradations.synthetic import gaussian_noise_uint8
 
         for s in (15, 25, 50):
             if s in self.drawn:
@@ -180,14 +180,14 @@ class NoiseStream:
 
     def samples(self, degradation: str) -> Iterator[Sample]:
         """Noisy/clean samples at the degradation's sigma."""
-        for path, noisy in zip(self.clean, self.noisy(SIGMAS[degradation])):
+        for path, noisy in zip(self.clean, self.noisy(get_degradation(degradation).sigma)):
             clean = self._clean_u8(path).astype(np.float32) / 255
             yield Sample(path.name, noisy.astype(np.float32) / 255, clean, degradation)
 
 
 def benchmark_columns(benchmark: str, root: Path, protocol: str, limit: int | None) -> list[Column]:
     """The columns of a paper benchmark, with one-line errors for missing folders."""
-    from .data import scan
+    from .data.datasets import scan
 
     files = {f.task: f for f in scan(benchmark, root, split="test")}
     for f in files.values():
@@ -207,7 +207,7 @@ def benchmark_columns(benchmark: str, root: Path, protocol: str, limit: int | No
 
 def paired_column(input_dir: Path, target_dir: Path, degradation: str, rule: str | None, protocol: str, limit: int | None) -> Column:
     """The single column of a paired-folder evaluation."""
-    from .data import NameRule, match_pairs
+    from .data.datasets import NameRule, match_pairs
 
     pairs, unpaired, _ = match_pairs(input_dir, target_dir, NameRule.parse(rule))
     if not pairs:
@@ -231,9 +231,10 @@ def score(output: np.ndarray, target: np.ndarray) -> tuple[float, float]:
 
 def classical_baseline(sample: Sample) -> tuple[str, np.ndarray] | None:
     """A classical restoration for context (noise only), or ``None`` where we have none."""
-    if sample.degradation not in SIGMAS:
+    sigma = get_degradation(sample.degradation).sigma
+    if sigma is None:
         return None
-    sigma = SIGMAS[sample.degradation] / 255
+    sigma /= 255
     try:
         import bm3d  # type: ignore[import-not-found]
 
@@ -368,8 +369,8 @@ def write_output(path: Path, text: str) -> None:
     """Write the table atomically; a late failure (disk full) still gets one line, not errno text."""
     try:
         atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
-    except OSError as exc:
-        raise UserError(f"-o {path}: cannot write the table ({exc.strerror or exc}); it is printed above") from None
+    except UserError as exc:
+        raise UserError(f"-o {path}: {exc}; the table is printed above") from None
 
 
 def columns_from_args(args: argparse.Namespace) -> list[Column]:
@@ -395,7 +396,6 @@ def columns_from_args(args: argparse.Namespace) -> list[Column]:
 
 def degradation_folders(folder: Path) -> list[Path]:
     """The sub-folders of ``folder`` named after a registered degradation, in the registry's order."""
-    from .prompts import DEGRADATIONS
 
     return [folder / name for name in DEGRADATIONS if (folder / name).is_dir()]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .errors import UserError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -67,7 +67,7 @@ class Image:
     def with_rgb(self, rgb: np.ndarray) -> "Image":
         """A copy holding new pixels (same size) and this image's alpha, bit depth and grey-ness."""
         if rgb.shape != self.rgb.shape:
-            raise ValueError(f"new pixels have shape {rgb.shape}, the image has {self.rgb.shape}")
+            raise UserError(f"new pixels have shape {rgb.shape}, the image has {self.rgb.shape}")
         return Image(np.asarray(rgb, dtype=np.float32), self.alpha, self.bit_depth, self.was_gray, self.path)
 
 
@@ -297,18 +297,18 @@ def _as_image(image: Image | np.ndarray) -> Image:
         return Image(arr[..., None].repeat(3, axis=-1), None, 8, True)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         return Image(arr[..., :3], arr[..., 3] if arr.shape[-1] == 4 else None, 8, False)
-    raise ValueError(f"cannot write an array of shape {arr.shape} as an image (need (H, W), (H, W, 3) or (H, W, 4))")
+    raise UserError(f"cannot write an array of shape {arr.shape} as an image (need (H, W), (H, W, 3) or (H, W, 4))")
 
 
 def _check_writable(path: Path, suffix: str, depth: int, has_alpha: bool) -> None:
     if suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unknown image suffix {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+        raise UserError(f"{path}: unknown image suffix {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
     if depth not in (8, 16):
-        raise ValueError(f"{path}: bit depth must be 8 or 16, got {depth}")
+        raise UserError(f"{path}: bit depth must be 8 or 16, got {depth}")
     if depth == 16 and suffix in EIGHT_BIT_ONLY:
-        raise ValueError(f"{path}: {suffix} cannot store 16-bit samples; use .png or .tif")
+        raise UserError(f"{path}: {suffix} cannot store 16-bit samples; use .png or .tif")
     if has_alpha and suffix in NO_ALPHA:
-        raise ValueError(f"{path}: JPEG cannot store an alpha channel; use .png, .tif or .webp")
+        raise UserError(f"{path}: JPEG cannot store an alpha channel; use .png, .tif or .webp")
 
 
 def _channels(image: Image, suffix: str) -> np.ndarray:

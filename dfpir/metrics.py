@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from .errors import UserError
 
 SSIM_WINDOW = 7  # scikit-image's default window side: smaller images have no SSIM
 
@@ -36,7 +37,7 @@ def ssim(output: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -
     target, output = to_hwc(target), to_hwc(output)
     if min(target.shape[:2]) < SSIM_WINDOW:
         h, w = target.shape[:2]
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {w}x{h}")
+        raise UserError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {w}x{h}")
     return float(structural_similarity(target, output, data_range=1.0, channel_axis=-1))
 
 

@@ -9,9 +9,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .config import DFPIRConfig
-from .network import DFPIR
-from .prompts import PromptBank
+from .errors import UserError
+from .model.config import DFPIRConfig
+from .model.network import DFPIR
+from .model.prompts import PromptBank
 
 # (pattern, replacement) applied in order to every official name.
 _RULES: list[tuple[str, str]] = [
@@ -51,7 +52,7 @@ OFFICIAL_DEFAULTS: dict[str, Any] = dict(
 )
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(UserError):
     """An official state dict that does not fit the requested architecture (names the key)."""
 
 

@@ -12,10 +12,10 @@ all of them), 2 for a usage error or when no input names an image (nothing resto
 ``--degradation`` is a name the weights know (``noise15 noise25 noise50 rain haze blur
 lowlight``), ``auto`` (the classifier stored in the weights picks per image, and the choice and
 its confidence are printed), or free text. Free text is embedded with the built-in hashing
-encoder, which matches words, not meaning (see :mod:`dfpir.runner`).
+encoder, which matches words, not meaning (see :mod:`dfpir.inference.runner`).
 
 Large images are restored by overlapping tiles when the whole image would exceed the memory
-budget (``--memory-gb``) or when ``--tile N`` is given; see :mod:`dfpir.tiling` for how tiled
+budget (``--memory-gb``) or when ``--tile N`` is given; see :mod:`dfpir.inference.tiling` for how tiled
 and whole-image results differ.
 """
 
@@ -30,9 +30,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import USAGE_ERROR, CommandParser, UserError, check_output_folder, cli_main
+from .errors import USAGE_ERROR, CommandParser, UserError, cli_main
+
+from .files import check_output_folder
 from .images import SUFFIXES, check_writable, is_image_path, read_image, write_image
-from .runner import PRECISIONS, Restorer, budget_bytes
+from .inference.runner import PRECISIONS, Restorer, budget_bytes
 
 
 @dataclass
@@ -149,8 +151,10 @@ def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
     restored, plan = restorer.restore(image.rgb, prompt)
     try:
         write_image(job.target, image.with_rgb(restored))
-    except OSError as exc:  # errno text names the temporary file, not the output
-        raise UserError(f"{job.source}: {write_failure(job.target, exc)}") from None
+    except UserError as exc:
+        if job.target.is_dir():
+            raise UserError(f"{job.source}: output {job.target} is a folder; remove it or choose another -o/--suffix") from None
+        raise UserError(f"{job.source}: {exc}") from None
     notes = [prompt.label]
     if job.target.suffix != job.source.suffix:
         why = f"restore does not write {job.source.suffix}" if job.source.suffix else "the input has no suffix"
@@ -171,19 +175,12 @@ def _drop_prefix(message: str, path: Path) -> str:
     return f"{path} ({message[len(head):]})" if message.startswith(head) else f"{path} ({message})"
 
 
-def write_failure(target: Path, exc: OSError) -> str:
-    """One line on why ``target`` could not be written."""
-    if target.is_dir():
-        return f"output {target} is a folder; remove it or choose another -o/--suffix"
-    return f"cannot write {target} ({exc.strerror or exc})"
-
-
 def run_jobs(restorer: Restorer, jobs: list[Job], degradation: str, report: Report) -> None:
     """Restore every job under a progress bar, recording failures and moving on."""
     for job in tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None):
         try:
             note = restore_one(restorer, job, degradation)
-        except (UserError, ValueError, OSError, RuntimeError) as exc:
+        except (UserError, OSError, RuntimeError) as exc:  # one bad image (or out of memory) does not stop the rest
             report.fail(job.source, str(exc) if str(exc).startswith(str(job.source)) else f"{job.source}: {exc}")
             continue
         report.done.append(job.target)

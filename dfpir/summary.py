@@ -7,9 +7,9 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import PRESETS, DFPIRConfig
-from .errors import CommandParser, check_at_least, cli_main
-from .network import DFPIR
+from .model.config import PRESETS, DFPIRConfig
+from .errors import CommandParser, UserError, check_at_least, cli_main
+from .model.network import DFPIR
 
 
 def count_flops(config: DFPIRConfig, size: int = 256) -> int:
@@ -18,7 +18,7 @@ def count_flops(config: DFPIRConfig, size: int = 256) -> int:
     The network runs on the image reflect-padded to a multiple of 8, so that is what is counted.
     """
     if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+        raise UserError(f"size must be >= 1, got {size}")
     padded = -(-size // 8) * 8
     with torch.device("meta"):
         model = DFPIR(config)

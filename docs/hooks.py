@@ -111,7 +111,7 @@ def _defines(node: ast.AST, name: str) -> bool:
 def find_source(dotted: str) -> tuple[str, str, int, int]:
     """``(text, relative file, first line, last line)`` of a definition or a module-level assignment.
 
-    ``dotted`` is ``package.module.name[.name...]`` (e.g. ``dfpir.dgpb.DGPB.forward``). The
+    ``dotted`` is ``package.module.name[.name...]`` (e.g. ``dfpir.model.dgpb.DGPB.forward``). The
     listing starts at the first decorator and leaves the docstring out.
     """
     parts = dotted.split(".")

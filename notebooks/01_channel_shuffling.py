@@ -33,9 +33,9 @@ import torch
 
 import dfpir
 import reference
-from dfpir import analysis
-from dfpir.data import builtin_photos, to_tensor
-from dfpir.perturbation import channel_order, channel_perturbation, inverse_order
+import dfpir.analysis.core as analysis
+from dfpir.data.datasets import builtin_photos, to_tensor
+from dfpir.model.perturbation import channel_order, channel_perturbation, inverse_order
 
 torch.set_num_threads(1)
 torch.manual_seed(0)

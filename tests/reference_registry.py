@@ -21,17 +21,17 @@ from hypothesis import strategies as st
 
 import dfpir
 import reference
-from dfpir import attention as t_attn
-from dfpir import masked_attention as t_masked
-from dfpir import network as t_net
-from dfpir import perturbation as t_perturb
-from dfpir.attention import MDTA
-from dfpir.dgpb import DGPB
-from dfpir.feedforward import GDFN, hidden_width as t_hidden_width
-from dfpir.layernorm import layer_norm as t_layer_norm
-from dfpir.masked_attention import MaskedCrossAttention
-from dfpir.perturbation import DGM, ChannelPerturbation
-from dfpir.transformer import Downsample, TransformerBlock, Upsample
+import dfpir.model.attention as t_attn
+import dfpir.model.masked_attention as t_masked
+import dfpir.model.network as t_net
+import dfpir.model.perturbation as t_perturb
+from dfpir.model.attention import MDTA
+from dfpir.model.dgpb import DGPB
+from dfpir.model.feedforward import GDFN, hidden_width as t_hidden_width
+from dfpir.model.layernorm import layer_norm as t_layer_norm
+from dfpir.model.masked_attention import MaskedCrossAttention
+from dfpir.model.perturbation import DGM, ChannelPerturbation
+from dfpir.model.transformer import Downsample, TransformerBlock, Upsample
 from reference.margins import decision_margins
 
 # ---------------------------------------------------------------------------------------------

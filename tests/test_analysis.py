@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dfpir
+
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from dfpir import DFPIR, analysis, get_config
+from dfpir import DFPIR, get_config
+
+import dfpir.analysis.core as analysis
 
 DEGRADATIONS = ["noise25", "rain", "haze"]
 
@@ -183,7 +187,7 @@ def test_cli_writes_png_and_json(tmp_path, capsys):
 
 def test_cli_on_a_checkpoint_with_an_ablation(tmp_path, small_model):
     path = tmp_path / "m.safetensors"
-    small_model.save(path)
+    dfpir.save(small_model, path)
     code = analysis.main([
         "interference", "--weights", str(path), "--ablation", "no_dgpb", "--degradations", "noise25", "haze",
         "--batch", "1", "--patch", "32", "--threads", "1", "--out", str(tmp_path / "o"),
@@ -240,7 +244,7 @@ def test_cli_reads_a_folder_of_clean_images(tmp_path):
 
 
 def test_wiener_deconvolution_undoes_a_known_blur():
-    from dfpir.degradations import blur_kernels, filter2d, wiener_deconvolve
+    from dfpir.degradations.synthetic import blur_kernels, filter2d, wiener_deconvolve
     from dfpir.metrics import psnr
 
     clean = analysis.clean_crops(count=8, patch=96, seed=1).double()
@@ -257,7 +261,7 @@ def test_wiener_deconvolution_undoes_a_known_blur():
 
 
 def test_ensemble_wiener_of_one_kernel_is_wiener_with_that_kernel():
-    from dfpir.degradations import blur_kernels, ensemble_wiener, filter2d, wiener_deconvolve
+    from dfpir.degradations.synthetic import blur_kernels, ensemble_wiener, filter2d, wiener_deconvolve
 
     clean = analysis.clean_crops(count=3, patch=64, seed=2).double()
     kernel = blur_kernels(1, torch.Generator().manual_seed(5)).double()  # a shake path: not symmetric
@@ -272,10 +276,10 @@ def test_ensemble_wiener_of_one_kernel_is_wiener_with_that_kernel():
 
 
 def test_blur_bound_command(capsys, tmp_path):
-    from dfpir.prompts import PromptBank
+    from dfpir.model.prompts import PromptBank
 
     torch.manual_seed(0)
-    DFPIR(get_config("tiny")).save(tmp_path / "m.safetensors")
+    dfpir.save(DFPIR(get_config("tiny")), tmp_path / "m.safetensors")
     args = ["blur-bound", "--count", "8", "--patch", "96", "--threads", "1", "--weights", str(tmp_path / "m.safetensors")]
     r = analysis.run_blur_bound(analysis.build_parser().parse_args(args))
     assert r["gain"] > 1
@@ -290,7 +294,7 @@ def test_blur_bound_command(capsys, tmp_path):
     # an untrained model's random residual makes the crops worse, so the number is the model's
     assert restored < r["input_psnr"]
     bank = PromptBank.default()
-    DFPIR(get_config("tiny"), prompts=PromptBank({"rain": bank.embeddings["rain"]})).save(tmp_path / "rain.safetensors")
+    dfpir.save(DFPIR(get_config("tiny"), prompts=PromptBank({"rain": bank.embeddings["rain"]})), tmp_path / "rain.safetensors")
     assert analysis.main(["blur-bound", "--weights", str(tmp_path / "rain.safetensors")]) == 2
     assert "no 'blur' prompt" in capsys.readouterr().err
     assert analysis.main(["blur-bound", "--threads", "-1"]) == 2

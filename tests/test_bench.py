@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from dfpir import bench
+import dfpir.bench.suites as bench
 
 SMALL = ["--presets", "tiny", "--sizes", "32", "--batches", "1", "--repeats", "1", "--threads", "1"]
 
@@ -55,7 +55,7 @@ def test_forward_and_train_suites_write_json(tmp_path, suite):
 
 
 def test_train_suite_runs_in_bf16_and_refuses_fp16_on_the_cpu(tmp_path, capsys, monkeypatch):
-    from dfpir import train
+    import dfpir.train.loop as train
 
     dtypes = []
 
@@ -147,7 +147,7 @@ def test_restore_and_reference_suites_refuse_impossible_values(args, message, ca
 
 
 def test_a_failing_restore_child_is_a_one_line_error(monkeypatch, capsys):
-    from dfpir import bench_restore
+    import dfpir.bench.restore as bench_restore
 
     def failing(cmd, **kwargs):  # what a child that ran out of memory returns
         return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="Traceback...\nMemoryError: out of memory")

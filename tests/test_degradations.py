@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfpir import degradations as D
-from dfpir.prompts import DEGRADATIONS
+import dfpir.degradations as D
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -24,23 +23,29 @@ def textured(batch: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_has_exactly_the_prompt_names():
-    assert list(D.DEGRADE) == list(DEGRADATIONS)
+def test_every_row_of_the_registry_is_complete():
+    assert D.synthetic_names() == list(D.DEGRADATIONS)  # the seven built-in types all have a generator
+    assert D.noise_names() == ["noise15", "noise25", "noise50"]
+    for name, row in D.DEGRADATIONS.items():
+        assert row.name == name and row.detailed and row.simple and row.official_id is not None
+    for name in D.noise_names():  # the sigma in the name is the generator's sigma
+        assert D.get_degradation(name).sigma == float(name.removeprefix("noise"))
+        assert D.synthesizer(name).keywords["sigma"] == D.get_degradation(name).sigma
 
 
 def test_unknown_name_lists_known_names():
     with pytest.raises(ValueError, match="known: noise15, noise25"):
-        D.DEGRADE["snow"]
+        D.synthesizer("snow")
     with pytest.raises(ValueError, match="unknown degradation 'snow'"):
         D.degrade(textured(1), ["snow"], gen())
 
 
-@pytest.mark.parametrize("name", list(D.DEGRADE))
+@pytest.mark.parametrize("name", D.synthetic_names())
 def test_shape_range_and_determinism(name):
     x = textured(3, 48)
-    a = D.DEGRADE[name](x, gen(7))
-    b = D.DEGRADE[name](x, gen(7))
-    c = D.DEGRADE[name](x, gen(8))
+    a = D.synthesizer(name)(x, gen(7))
+    b = D.synthesizer(name)(x, gen(7))
+    c = D.synthesizer(name)(x, gen(8))
     assert a.shape == x.shape and a.dtype == x.dtype
     assert 0 <= float(a.min()) and float(a.max()) <= 1
     assert torch.equal(a, b), "same seed must give the same degradation"
@@ -60,13 +65,13 @@ def test_degrade_routes_each_sample_to_its_own_model():
     y = D.degrade(x, names, gen(1))
     stds = (y - x).std(dim=(1, 2, 3)) * 255
     for s, n in zip(stds.tolist(), names):
-        assert abs(s - D.NOISE_SIGMA[n]) < 0.1 * D.NOISE_SIGMA[n], (n, s)
+        assert abs(s - D.get_degradation(n).sigma) < 0.1 * D.get_degradation(n).sigma, (n, s)
     assert torch.equal(y, D.degrade(x, names, gen(1)))
 
 
 def test_degrade_of_one_name_equals_the_model_itself():
     x = textured(3, 32)
-    assert torch.equal(D.degrade(x, ["haze"] * 3, gen(4)), D.DEGRADE["haze"](x, gen(4)))
+    assert torch.equal(D.degrade(x, ["haze"] * 3, gen(4)), D.synthesizer("haze")(x, gen(4)))
 
 
 # --------------------------------------------------------------------------- noise
@@ -250,10 +255,10 @@ def test_rain_density_controls_coverage():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", list(D.DEGRADE))
+@pytest.mark.parametrize("name", D.synthetic_names())
 def test_cpu_generator_gives_the_same_result_on_gpu(name):
     x = textured(2, 48)
-    cpu = D.DEGRADE[name](x, gen(9))
-    gpu = D.DEGRADE[name](x.cuda(), gen(9))
+    cpu = D.synthesizer(name)(x, gen(9))
+    gpu = D.synthesizer(name)(x.cuda(), gen(9))
     assert gpu.is_cuda
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)

@@ -14,7 +14,7 @@ from dfpir import demo
 def test_demo_writes_gallery_page_and_table(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "w.safetensors"
-    dfpir.DFPIR(dfpir.get_config("tiny")).save(weights)
+    dfpir.save(dfpir.DFPIR(dfpir.get_config("tiny")), weights)
     results = demo.run_demo(weights, tmp_path / "out", photos=1)
     assert list(results) == dfpir.DFPIR(dfpir.get_config("tiny")).prompts.names
     sheet = iio.imread(tmp_path / "out" / "gallery.png")
@@ -27,7 +27,7 @@ def test_demo_writes_gallery_page_and_table(tmp_path):
 
 
 def test_demo_without_weights_is_a_one_line_error(tmp_path, capsys, monkeypatch):
-    from dfpir import runner
+    import dfpir.inference.runner as runner
 
     monkeypatch.setattr(runner, "DEMO_WEIGHTS", tmp_path / "missing.safetensors")
     assert demo.main(["-o", str(tmp_path / "o")]) == 2
@@ -38,7 +38,7 @@ def test_demo_without_weights_is_a_one_line_error(tmp_path, capsys, monkeypatch)
 def test_a_failing_demo_leaves_no_output_behind(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     weights = tmp_path / "w.safetensors"
-    dfpir.DFPIR(dfpir.get_config("tiny")).save(weights)
+    dfpir.save(dfpir.DFPIR(dfpir.get_config("tiny")), weights)
     calls = []
 
     def failing_contact_sheet(rows):  # the last step: every image file has been written by then

@@ -160,14 +160,18 @@ def check_python_module(module: str, argv: list[str], monkeypatch) -> None:
         raise AssertionError(f"python -m {module}: only dfpir's tools (and pytest) may be shown")
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin, f"python -m {module}: no such module"
-    if not re.search(r"\b(ArgumentParser|CommandParser)\(", Path(spec.origin).read_text(encoding="utf-8")):
+    origin = Path(spec.origin)
+    if spec.submodule_search_locations is not None:  # a package: python -m runs its __main__, which calls main()
+        assert importlib.util.find_spec(f"{module}.__main__"), f"python -m {module}: a package without __main__"
+        origin = Path(sys.modules[importlib.import_module(module).main.__module__].__file__)
+    if not re.search(r"\b(ArgumentParser|CommandParser)\(", origin.read_text(encoding="utf-8")):
         # a tool without options: it must be shown without any
         assert not argv, f"python -m {module} takes no arguments, got {argv}"
         assert hasattr(importlib.import_module(module), "main"), f"python -m {module}: no main()"
         return
     done = parse_with_tool(module, argv, monkeypatch)
     if module == "dfpir.train":  # the overrides are checked by the config resolver
-        from dfpir.trainconfig import resolve
+        from dfpir.train.config import resolve
 
         ns = done.namespace
         config = ns.config if ns.config and Path(ns.config).is_file() else None
@@ -233,7 +237,8 @@ def test_inline_commands_name_real_modules_and_options(monkeypatch):
                 continue
             if not any(w.startswith("-") for w in words[3:]):
                 continue
-            parser = parse_with_tool(module, ["--help"], monkeypatch, parse=False).parser
+            first = [w for w in words[3:4] if not w.startswith("-")]  # a sub-command may dispatch to its own parser
+            parser = parse_with_tool(module, [*first, "--help"], monkeypatch, parse=False).parser
             known = set(parser._option_string_actions)
             for action in parser._actions:  # sub-commands' options count too
                 if isinstance(action, argparse._SubParsersAction):

@@ -14,7 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 import dfpir
 from dfpir import evaluate
 from dfpir.checkpoint import save
-from dfpir.classifier import DegradationClassifier
+from dfpir.model.classifier import DegradationClassifier
 from dfpir.evaluate import NoiseStream, Results, format_table
 from dfpir.images import read_image, write_image
 from dfpir.metrics import psnr, ssim
@@ -146,7 +146,7 @@ def test_bad_arguments_one_line(tmp_path, capsys, weights, argv, expected):
 def test_blind_rows_without_a_classifier_name_the_prompt_option(tmp_path, capsys):
     torch.manual_seed(0)
     path = tmp_path / "plain.safetensors"
-    dfpir.DFPIR(dfpir.get_config("tiny")).save(path)
+    dfpir.save(dfpir.DFPIR(dfpir.get_config("tiny")), path)
     make_3task(tmp_path)
     for prompt in ("both", "blind"):
         code, out, err = run(capsys, *[a.format(tmp=tmp_path) for a in PAIRED], "--prompt", prompt, "--weights", path)

@@ -1,4 +1,4 @@
-"""The fused strip kernels (dfpir.fused) compute what the plain modules compute."""
+"""The fused strip kernels (dfpir.model.fused) compute what the plain modules compute."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 import dfpir
 import reference
-from dfpir import fused
-from dfpir.perturbation import ChannelPerturbation
-from dfpir.speed import prepare
+import dfpir.model.fused as fused
+from dfpir.model.perturbation import ChannelPerturbation
+from dfpir.inference.speed import prepare
 from .reference_registry import perturbed_state
 
 
@@ -27,7 +27,7 @@ def model_with(seed: int = 0, dtype=torch.float32, **overrides) -> dfpir.DFPIR:
 
 
 def run(model: dfpir.DFPIR, image: torch.Tensor, prompt: torch.Tensor, on: bool) -> torch.Tensor:
-    fused.enable(model, on)
+    model.set_fused(on)
     with torch.no_grad():
         return model(image, prompt)
 
@@ -93,7 +93,7 @@ def test_fused_variant_matches_plain_on_channels_first_and_last_input(small_stri
 
 def test_fused_kernels_are_not_used_when_gradients_are_recorded(monkeypatch):
     model = model_with(4)
-    fused.enable(model)
+    model.set_fused()
     for kernel in ("gdfn_", "mdta", "masked_cross_attention", "perturbation"):
         monkeypatch.setattr(fused, kernel, lambda *a: pytest.fail("fused kernel used under autograd"))
     out = model(torch.rand(1, 3, 16, 16), torch.randn(1, 16))
@@ -179,8 +179,8 @@ def test_post_ops_only_for_float32_channels_last_cpu_tensors():
 
 @pytest.mark.parametrize("expansion", [2.0, 2.66, 3.0])
 def test_gdfn_with_zero_padded_hidden_channels_equals_the_module(expansion):
-    from dfpir.feedforward import GDFN
-    from dfpir.layernorm import LayerNorm
+    from dfpir.model.feedforward import GDFN
+    from dfpir.model.layernorm import LayerNorm
 
     torch.manual_seed(0)
     ffn, norm = GDFN(8, expansion, bias=True).double(), LayerNorm(8, "WithBias").double()
@@ -205,7 +205,7 @@ def test_q_and_k_reach_the_gram_product_as_views_of_the_strip(heads):
 
 
 def test_gram_logits_equal_channel_logits():
-    from dfpir.attention import channel_logits, split_heads
+    from dfpir.model.attention import channel_logits, split_heads
 
     q, k = torch.randn(2, 8, 5, 6, dtype=torch.float64), torch.randn(2, 8, 5, 6, dtype=torch.float64)
     temperature = torch.rand(2, 1, 1, dtype=torch.float64)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import dfpir
-from dfpir.masked_attention import kept_per_row, masked_softmax, topk_mask
-from dfpir.perturbation import channel_order, channel_perturbation, inverse_order
+from dfpir.errors import UserError
+from dfpir.model.masked_attention import kept_per_row, masked_softmax, topk_mask
+from dfpir.model.perturbation import channel_order, channel_perturbation, inverse_order
 
 
 def tiny(**overrides) -> dfpir.DFPIR:
@@ -94,7 +96,6 @@ def test_different_degradations_give_different_channel_orders():
         (torch.randint(0, 255, (1, 3, 16, 16), dtype=torch.uint8), torch.randn(1, 512), TypeError, "float tensor"),
         (torch.rand(1, 3, 16, 16), torch.randn(1, 256), ValueError, r"prompt must have shape \(1, 512\)"),
         (torch.rand(2, 3, 16, 16), torch.randn(1, 512), ValueError, r"prompt must have shape \(2, 512\)"),
-        (torch.full((1, 3, 16, 16), float("nan")), torch.randn(1, 512), ValueError, "NaN"),
         (torch.rand(1, 3, 16, 16), torch.full((1, 512), float("nan")), ValueError, "NaN"),
         (torch.rand(1, 3, 16, 16), None, ValueError, "needs a prompt"),
         (torch.rand(0, 3, 16, 16), torch.randn(0, 512), ValueError, "batch is empty"),
@@ -188,3 +189,16 @@ def test_summary_counts_the_padded_image_and_refuses_impossible_sizes(capsys):
     assert summary.count_flops(cfg, 13) == summary.count_flops(cfg, 16)  # padded to a multiple of 8
     assert summary.main(["--size", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --size must be >= 1 (pixels), got 0"
+
+
+def test_non_finite_images_are_refused_where_images_enter():
+    from dfpir.data.datasets import SyntheticDataset
+    from dfpir.inference.runner import Restorer
+
+    bad = np.full((16, 16, 3), 0.5, dtype=np.float32)
+    bad[3, 4, 1] = np.nan
+    restorer = Restorer()  # the shipped weights
+    with pytest.raises(UserError, match="NaN or infinite"):
+        restorer.restore(bad, restorer.prompt("rain"))
+    with pytest.raises(UserError, match="'photo' contains NaN or infinite"):
+        SyntheticDataset([("photo", bad)], ["rain"], 8, length=1)

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import dfpir
-from dfpir import data, evaluate
+from dfpir import evaluate
+import dfpir.data.datasets as data
 from dfpir.degradations import degrade
 from dfpir.images import read_image, write_image
-from dfpir.pairs import pair_generator
+from dfpir.data.pairs import pair_generator
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_bad_requests_are_one_line_and_write_nothing_new(clean, tmp_path, capsys
 def test_evaluate_scores_each_degradation_folder_in_one_table(clean, tmp_path, capsys):
     torch.manual_seed(0)
     weights = tmp_path / "w.safetensors"
-    dfpir.DFPIR(dfpir.get_config("tiny")).save(weights)
+    dfpir.save(dfpir.DFPIR(dfpir.get_config("tiny")), weights)
     out = tmp_path / "deg"
     assert data.main(["degrade", str(clean), "-o", str(out), "--degradations", "haze", "noise15"]) == 0
     (out / "not-a-degradation").mkdir()

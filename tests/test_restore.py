@@ -15,11 +15,12 @@ import torch
 from PIL import Image as PILImage
 
 import dfpir
-from dfpir import restore, runner
+from dfpir import restore
+import dfpir.inference.runner as runner
 from dfpir.checkpoint import save
-from dfpir.classifier import DegradationClassifier
+from dfpir.model.classifier import DegradationClassifier
 from dfpir.images import Image, read_image, write_image
-from dfpir.tiling import (
+from dfpir.inference.tiling import (
     BYTES_PER_PIXEL_PER_DIM,
     DEFAULT_CPU_BUDGET,
     activation_bytes,
@@ -48,7 +49,7 @@ def model() -> dfpir.DFPIR:
 @pytest.fixture(scope="module")
 def weights(model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    model.save(path)
+    dfpir.save(model, path)
     return path
 
 
@@ -369,8 +370,8 @@ def test_command_line_process_has_no_traceback(tmp_path):
     not torch.cuda.is_available(), reason="needs CUDA")])])
 def test_fused_strips_run_on_the_cpu_only(device):
     """The fused strips speed up the CPU and slowed an H200 down (docs/results.md, Speed)."""
-    from dfpir.dgpb import DGPB
-    from dfpir.transformer import TransformerBlock
+    from dfpir.model.dgpb import DGPB
+    from dfpir.model.transformer import TransformerBlock
 
     model = runner.Restorer(device=device).model
     blocks = [m for m in model.modules() if isinstance(m, (TransformerBlock, DGPB))]

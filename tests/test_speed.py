@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import dfpir
-from dfpir import attention, layernorm, masked_attention
-from dfpir.speed import channel_logits_original_layout, layer_norm_original_layout, masked_softmax_original_layout, original_layout, prepare
+import dfpir.model.attention as attention
+import dfpir.model.layernorm as layernorm
+import dfpir.model.masked_attention as masked_attention
+from dfpir.bench.layouts import channel_logits_original_layout, layer_norm_original_layout, masked_softmax_original_layout, original_layout, prepare
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import dfpir
-from dfpir import train
+import dfpir.train.loop as train
 from dfpir.checkpoint import load_classifier, read
 from dfpir.errors import UserError
-from dfpir.trainconfig import resolve
+from dfpir.train.config import resolve
 
 QUICK = [
     "model.preset=tiny",

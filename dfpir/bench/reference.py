@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 import reference
 
-from . import attention, masked_attention, perturbation
-from .config import get_config
-from .errors import CommandParser, UserError, check_at_least, cli_main
-from .network import DFPIR
+from ..model import attention, masked_attention, perturbation
+from ..model.config import get_config
+from ..errors import CommandParser, UserError, check_at_least, cli_main
+from ..model.network import DFPIR
 
 
 def _time(fn: Callable[[], object], repeat: int = 5) -> float:
@@ -68,7 +68,7 @@ def run(size: int = 64) -> None:
     ops = [
         ("layer_norm", lambda: reference.layer_norm(x, x[0, :, 0, 0], x[0, :, 0, 1]),
          lambda: reference.layer_norm_loop(x, x[0, :, 0, 0], x[0, :, 0, 1]),
-         lambda: __import__("dfpir.layernorm", fromlist=["x"]).layer_norm(T(x), T(x[0, :, 0, 0]), T(x[0, :, 0, 1]))),
+         lambda: __import__("dfpir.model.layernorm", fromlist=["x"]).layer_norm(T(x), T(x[0, :, 0, 0]), T(x[0, :, 0, 1]))),
         ("conv2d 1x1", lambda: reference.conv2d(x, w1), lambda: reference.conv2d_loop(x, w1),
          lambda: F.conv2d(T(x), T(w1))),
         ("conv2d depthwise 3x3", lambda: reference.conv2d(x, wd, groups=c), lambda: reference.conv2d_loop(x, wd, groups=c),
@@ -98,7 +98,7 @@ def run(size: int = 64) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dfpir.bench_reference [--size PX] [--threads N]`` (also ``python -m dfpir.bench reference``)."""
+    """``python -m dfpir.bench reference [--size PX] [--threads N]`` (also ``python -m dfpir.bench reference``)."""
     p = CommandParser(prog="python -m dfpir.bench reference", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=64, help="image side in pixels for the forward pass and the ops (default 64)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")

@@ -1,4 +1,4 @@
-"""Peak memory and time of restoring large images on the CPU: ``python -m dfpir.bench_restore``.
+"""Peak memory and time of restoring large images on the CPU: ``python -m dfpir.bench restore``.
 
 Each size runs in a fresh Python process, so its peak resident set size (``getrusage`` max RSS,
 which counts torch's allocations, unlike ``tracemalloc``) belongs to that size alone. The child
@@ -11,7 +11,7 @@ all tiles (printed as ``~``; the rest of the pipeline, conversions and PNG encod
 in full). Peak memory is still representative: every full-size buffer (input, blend
 accumulators, output, the encoded file) is allocated whether 1 or all tiles run, and every tile
 has the same size. ``--fit`` instead measures whole-image activation bytes per pixel, the
-constant behind :data:`dfpir.tiling.BYTES_PER_PIXEL_PER_DIM`.
+constant behind :data:`dfpir.inference.tiling.BYTES_PER_PIXEL_PER_DIM`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CommandParser, UserError, check_at_least, cli_main
+from ..errors import CommandParser, UserError, check_at_least, cli_main
 
 
 def _rss_now() -> int:
@@ -45,9 +45,9 @@ def _peak_rss() -> int:
 
 def child(size: int, preset: str, max_tiles: int | None, budget_gb: float | None) -> dict:
     """One measurement in this (fresh) process; returns a JSON-able dict."""
-    from . import DFPIR, get_config
-    from .images import Image, write_image
-    from .tiling import DEFAULT_CPU_BUDGET, auto_tile, plan_tiles, restore_tiled, restore_whole
+    from .. import DFPIR, get_config
+    from ..images import Image, write_image
+    from ..inference.tiling import DEFAULT_CPU_BUDGET, auto_tile, plan_tiles, restore_tiled, restore_whole
 
     torch.manual_seed(0)
     model = DFPIR(get_config(preset)).eval()
@@ -81,7 +81,7 @@ def child(size: int, preset: str, max_tiles: int | None, budget_gb: float | None
 
 def child_fit(size: int, preset: str) -> dict:
     """Whole-image activation bytes per pixel at ``size`` (peak RSS minus RSS before the pass)."""
-    from . import DFPIR, get_config
+    from .. import DFPIR, get_config
 
     model = DFPIR(get_config(preset)).eval()
     with torch.inference_mode():
@@ -94,7 +94,7 @@ def child_fit(size: int, preset: str) -> dict:
 
 def run_child(args: list[str]) -> dict:
     """Run this module in a fresh process with ``args`` and parse its JSON line."""
-    proc = subprocess.run([sys.executable, "-m", "dfpir.bench_restore", *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dfpir.bench.restore", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1].removeprefix("error: ")
         raise UserError(f"the benchmark of {' '.join(args[1:])} failed in its child process: {last}")
@@ -103,8 +103,8 @@ def run_child(args: list[str]) -> dict:
 
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors for values no run can use, before any child process starts."""
-    from .config import PRESETS
-    from .runner import budget_bytes
+    from ..model.config import PRESETS
+    from ..inference.runner import budget_bytes
 
     if args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096], help="image sides in pixels (default 1024 2048 4096: 1, 4, 16 MP)")
     p.add_argument("--preset", default="paper", help="model preset, random weights (default paper)")
     p.add_argument("--max-tiles", type=int, help="run only this many tiles per size, extrapolate the time")
-    p.add_argument("--memory-gb", type=float, help="activation budget (default: dfpir.tiling's CPU default)")
+    p.add_argument("--memory-gb", type=float, help="activation budget (default: dfpir.inference.tiling's CPU default)")
     p.add_argument("--fit", action="store_true", help="measure whole-image activation bytes per pixel instead")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

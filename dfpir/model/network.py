@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError, UserTypeError
 from .config import DFPIRConfig
 from .dgpb import DGPB
+from .prompts import PromptBank
 from .transformer import Downsample, TransformerBlock, Upsample
-
-if TYPE_CHECKING:
-    from .prompts import PromptBank
 
 MULTIPLE = 8  # three 2x downsamplings
 
@@ -34,29 +30,31 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
 
 
 def check_inputs(image: torch.Tensor, prompt: torch.Tensor | None, prompt_dim: int, needs_prompt: bool) -> None:
-    """Raise ``ValueError``/``TypeError`` with a one-line reason for inputs the network cannot take."""
+    """Raise a :class:`~dfpir.errors.UserError` with a one-line reason for inputs the network cannot take.
+
+    Only shapes and types are checked here, which costs nothing; whether the pixels are finite is
+    checked once where images enter (``restore``, the training data), not in every forward pass.
+    """
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+        raise UserTypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
     if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+        raise UserError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
     if not image.is_floating_point():
-        raise TypeError(f"image must be a float tensor in [0, 1], got {image.dtype} (divide 8-bit images by 255)")
+        raise UserTypeError(f"image must be a float tensor in [0, 1], got {image.dtype} (divide 8-bit images by 255)")
     if image.shape[0] == 0:
-        raise ValueError("image batch is empty (shape (0, 3, H, W))")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError("image contains NaN or infinite values")
+        raise UserError("image batch is empty (shape (0, 3, H, W))")
     if not needs_prompt:
         return
     if prompt is None:
-        raise ValueError("this DFPIR model needs a prompt embedding of shape (B, %d)" % prompt_dim)
+        raise UserError("this DFPIR model needs a prompt embedding of shape (B, %d)" % prompt_dim)
     if not isinstance(prompt, torch.Tensor) or not prompt.is_floating_point():
-        raise TypeError("prompt must be a float torch.Tensor of shape (B, %d)" % prompt_dim)
+        raise UserTypeError("prompt must be a float torch.Tensor of shape (B, %d)" % prompt_dim)
     if prompt.ndim != 2 or prompt.shape[1] != prompt_dim or prompt.shape[0] != image.shape[0]:
-        raise ValueError(
+        raise UserError(
             f"prompt must have shape ({image.shape[0]}, {prompt_dim}) for this batch, got {tuple(prompt.shape)}"
         )
     if not bool(torch.isfinite(prompt).all()):
-        raise ValueError("prompt contains NaN or infinite values")
+        raise UserError("prompt contains NaN or infinite values")
 
 
 def _stage(channels: int, heads: int, count: int, cfg: DFPIRConfig) -> nn.Sequential:
@@ -85,10 +83,10 @@ class DFPIR(nn.Module):
     Parameters
     ----------
     config : DFPIRConfig
-        Architecture; see :mod:`dfpir.config` for the presets.
+        Architecture; see :mod:`dfpir.model.config` for the presets.
     prompts : PromptBank, optional
         Degradation name -> embedding table carried with the model (and its checkpoints).
-        Defaults to :meth:`dfpir.prompts.PromptBank.default`.
+        Defaults to :meth:`dfpir.model.prompts.PromptBank.default`.
 
     Notes
     -----
@@ -96,10 +94,8 @@ class DFPIR(nn.Module):
     Each sample of a batch may carry its own prompt (its own degradation).
     """
 
-    def __init__(self, config: DFPIRConfig | None = None, prompts: "PromptBank | None" = None) -> None:
+    def __init__(self, config: DFPIRConfig | None = None, prompts: PromptBank | None = None) -> None:
         super().__init__()
-        from .prompts import PromptBank
-
         cfg = config or DFPIRConfig()
         self.config = cfg
         self.prompts = prompts if prompts is not None else PromptBank.default(cfg.prompt_dim)
@@ -155,7 +151,7 @@ class DFPIR(nn.Module):
         check_inputs(image, prompt, self.config.prompt_dim, self.config.use_dgpb)
         weights = self.embed.weight
         if image.dtype != weights.dtype and not torch.is_autocast_enabled(image.device.type):
-            raise TypeError(f"image is {image.dtype} but the model's weights are {weights.dtype}; "
+            raise UserTypeError(f"image is {image.dtype} but the model's weights are {weights.dtype}; "
                             f"convert one of them (image.to({weights.dtype}) or model.to({image.dtype}))")
         h, w = image.shape[-2:]
         out = self.forward_padded(pad_to_multiple(image), prompt)
@@ -169,7 +165,7 @@ class DFPIR(nn.Module):
         if isinstance(names, str):
             names = [names] * (batch or 1)
         elif batch is not None and len(names) != batch:
-            raise ValueError(f"got {len(names)} degradation names for a batch of {batch}: give one name, or one per image")
+            raise UserError(f"got {len(names)} degradation names for a batch of {batch}: give one name, or one per image")
         p = next(self.parameters())
         return self.prompts.embed(names).to(device=p.device, dtype=p.dtype)
 
@@ -177,11 +173,16 @@ class DFPIR(nn.Module):
         """Convenience: ``self(image, self.embed_prompts(degradation, len(image)))``."""
         return self(image, self.embed_prompts(degradation, image.shape[0]))
 
-    def save(self, path: str | Path) -> None:
-        """Write a checkpoint (safetensors weights + config + prompt bank), atomically."""
-        from .checkpoint import save
+    def set_fused(self, on: bool = True) -> "DFPIR":
+        """Switch every transformer block and DGPB to :mod:`dfpir.model.fused`'s strip kernels (or back).
 
-        save(self, path)
+        The kernels take effect only when no gradient is recorded (``torch.no_grad`` or
+        ``inference_mode``); training always runs the plain modules.
+        """
+        for module in self.modules():
+            if isinstance(module, (TransformerBlock, DGPB)):
+                module.fused = on
+        return self
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (the frozen DGM counts unless ``trainable_only``)."""

@@ -32,12 +32,12 @@ class DGPB(nn.Module):
     prompt_dim : int
         Prompt width.
     guidance : str
-        ``"faithful"`` or ``"learnable"``, see :class:`~dfpir.perturbation.ChannelPerturbation`.
+        ``"faithful"`` or ``"learnable"``, see :class:`~dfpir.model.perturbation.ChannelPerturbation`.
     keep_ratio : float
         Top-k mask ratio.
     """
 
-    #: Run :mod:`dfpir.fused`'s strip kernels when no gradient is needed (see ``fused.enable``).
+    #: Run :mod:`dfpir.model.fused`'s strip kernels when no gradient is needed (see :meth:`DFPIR.set_fused`).
     fused: bool = False
 
     def __init__(

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .degradations import DEGRADE, NOISE_SIGMA, gaussian_noise
-from .errors import CommandParser, UserError, check_at_least, cli_main
-from .prompts import DEGRADATIONS
+from ..degradations import DEGRADATIONS, get_degradation, noise_names, synthesizer, synthetic_names
+from ..degradations.synthetic import gaussian_noise
+from ..errors import CommandParser, UserError, check_at_least, cli_main
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
@@ -98,7 +98,7 @@ def read_image(path: str | Path) -> np.ndarray:
     UserError
         ``"FILE: reason"`` for a missing, truncated, corrupt or unsupported file.
     """
-    from .images import read_image as read_full
+    from ..images import read_image as read_full
 
     image = read_full(path)
     if image.alpha is not None and image.alpha.min() < 1:
@@ -163,10 +163,10 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 def _check_names(names: Sequence[str], what: str = "degradation") -> list[str]:
     names = list(names)
     if not names:
-        raise ValueError(f"need at least one {what}")
+        raise UserError(f"need at least one {what}")
     for n in names:
         if n not in DEGRADATIONS:
-            raise ValueError(f"unknown degradation {n!r}; known: {', '.join(DEGRADATIONS)}")
+            raise UserError(f"unknown degradation {n!r}; known: {', '.join(DEGRADATIONS)}")
     return names
 
 
@@ -202,7 +202,7 @@ def builtin_photos(split: str = "train") -> list[tuple[str, np.ndarray]]:
         ``VAL_FRACTION``; ``"all"``: whole photos. The two parts never share a pixel.
     """
     if split not in ("train", "val", "all"):
-        raise ValueError(f"builtin_photos split must be 'train', 'val' or 'all', got {split!r}")
+        raise UserError(f"builtin_photos split must be 'train', 'val' or 'all', got {split!r}")
     out = []
     for filename in BUILTIN_PHOTOS:
         img = _builtin_photo(filename)
@@ -251,10 +251,11 @@ def _apply(name: str, clean: np.ndarray, rng: np.random.Generator, original_nois
     """Degrade one (H, W, 3) image with the registry function ``name``; (3, H, W) result."""
     x = to_tensor(clean)[None]
     g = torch_generator(rng)
-    if original_noise and name in NOISE_SIGMA:
-        y = gaussian_noise(x, g, sigma=NOISE_SIGMA[name], quantize=True)
+    sigma = get_degradation(name).sigma
+    if original_noise and sigma is not None:
+        y = gaussian_noise(x, g, sigma=sigma, quantize=True)
     else:
-        y = DEGRADE[name](x, g)
+        y = synthesizer(name)(x, g)
     return y[0].float()
 
 
@@ -304,13 +305,13 @@ class SyntheticDataset(_Base):
         if not self.images:
             raise UserError("no clean images to degrade")
         if patch_size is not None and patch_size < 1:
-            raise ValueError(f"patch_size must be positive, got {patch_size}")
+            raise UserError(f"patch_size must be positive, got {patch_size}")
         self.patch_size = patch_size
         self.length = len(self.images) * len(self.degradations) if length is None else int(length)
         self.random_images = length is not None
         weights = np.ones(len(self.degradations)) if ratios is None else np.asarray(ratios, dtype=float)
         if weights.shape != (len(self.degradations),) or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"ratios must be {len(self.degradations)} non-negative numbers, not all 0; got {ratios}")
+            raise UserError(f"ratios must be {len(self.degradations)} non-negative numbers, not all 0; got {ratios}")
         self.cumulative = np.cumsum(weights / weights.sum())
         self.augment = augment
         self.original_noise = original_noise
@@ -346,7 +347,9 @@ def _image_entry(i: int, img: Image) -> tuple[str, np.ndarray | Path]:
     name, arr = img if isinstance(img, tuple) else (f"image{i}", img)
     arr = np.asarray(arr)
     if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype.kind != "f":
-        raise ValueError(f"image {name!r} must be an (H, W, 3) float array in [0, 1], got {arr.shape} {arr.dtype}")
+        raise UserError(f"image {name!r} must be an (H, W, 3) float array in [0, 1], got {arr.shape} {arr.dtype}")
+    if not np.isfinite(arr).all():  # the training data's input boundary: the network does not look
+        raise UserError(f"image {name!r} contains NaN or infinite values")
     return name, arr
 
 
@@ -434,9 +437,9 @@ class PairedDataset(_Base):
     ) -> None:
         super().__init__(degradations or [degradation], seed, fixed)
         if degradation not in self.degradations:
-            raise ValueError(f"degradation {degradation!r} is not in the label list {self.degradations}")
+            raise UserError(f"degradation {degradation!r} is not in the label list {self.degradations}")
         if size_mismatch not in ("error", "crop"):
-            raise ValueError(f"size_mismatch must be 'error' or 'crop', got {size_mismatch!r}")
+            raise UserError(f"size_mismatch must be 'error' or 'crop', got {size_mismatch!r}")
         if not pairs:
             raise UserError(f"no {degradation} image pairs")
         self.pairs = [(Path(a), Path(b)) for a, b in pairs]
@@ -493,12 +496,12 @@ class MixedDataset(Dataset):
     def __init__(self, parts: Sequence[tuple[_Base, int]], degradations: Sequence[str]) -> None:
         self.parts = [(ds, int(r)) for ds, r in parts if int(r) > 0]
         if not self.parts:
-            raise ValueError("a mixture needs at least one dataset with a positive repeat count")
+            raise UserError("a mixture needs at least one dataset with a positive repeat count")
         self.degradations = _check_names(degradations)
         for ds, _ in self.parts:
             missing = set(ds.degradations) - set(self.degradations)
             if missing:
-                raise ValueError(f"label list {self.degradations} lacks {sorted(missing)}")
+                raise UserError(f"label list {self.degradations} lacks {sorted(missing)}")
         self.offsets = np.cumsum([0] + [len(ds) * r for ds, r in self.parts])
 
     def set_epoch(self, epoch: int) -> None:
@@ -540,12 +543,12 @@ class NameRule:
         if text is None or isinstance(text, NameRule):
             return text or cls()
         if "=>" not in text:
-            raise ValueError(f"name rule must look like 'PATTERN=>REPLACEMENT', got {text!r}")
+            raise UserError(f"name rule must look like 'PATTERN=>REPLACEMENT', got {text!r}")
         pattern, replacement = text.split("=>", 1)
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise ValueError(f"name rule pattern {pattern!r} is not a valid regular expression: {exc}") from None
+            raise UserError(f"name rule pattern {pattern!r} is not a valid regular expression: {exc}") from None
         return cls(pattern, replacement)
 
     def __call__(self, stem: str) -> str:
@@ -647,7 +650,6 @@ _TASK_LAYOUTS = {
     "test": {"denoise": "cbsd68", "derain": "rain100l", "dehaze": "sots_outdoor", "deblur": "gopro", "lowlight": "lol"},
 }
 _TASK_LAYOUTS["val"] = _TASK_LAYOUTS["train"]
-_NOISES = ["noise15", "noise25", "noise50"]
 
 
 def _scan_paired(layout: PairedLayout, root: Path, split: str, rule: str | None) -> TaskFiles:
@@ -696,7 +698,7 @@ def scan(layout: str, root: str | Path | None, split: str = "train", *, degradat
     """
     _check_split(split)
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        raise UserError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if layout == "builtin":
         return [TaskFiles("builtin", _check_names(degradations or list(DEGRADATIONS)), _skimage_data_dir())]
     if root is None:
@@ -719,13 +721,13 @@ def scan(layout: str, root: str | Path | None, split: str = "train", *, degradat
     if layout in PAIRED_LAYOUTS:
         return [_scan_paired(PAIRED_LAYOUTS[layout], root, split, name_rule)]
     if layout in ("bsd400_wed", "cbsd68"):
-        return [_scan_clean("denoise", _check_names(degradations or _NOISES), root)]
+        return [_scan_clean("denoise", _check_names(degradations or noise_names()), root)]
     return [_scan_clean("clean", _check_names(degradations or list(DEGRADATIONS)), root)]  # "clean"
 
 
 def _check_split(split: str) -> None:
     if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
 
 
 def _warn_unpaired(files: TaskFiles) -> None:
@@ -834,7 +836,7 @@ def _builtin_dataset(
 ) -> Dataset:
     names = _check_names(degradations or list(DEGRADATIONS))
     if labels is not None and list(labels) != names:
-        raise ValueError("for synthetic layouts the label list is the degradations list; pass degradations=")
+        raise UserError("for synthetic layouts the label list is the degradations list; pass degradations=")
     if split == "train":
         photos = builtin_photos("train")
         return SyntheticDataset(photos, names, crop_size, length or 64 * len(photos) * len(names), seed, ratios)
@@ -859,7 +861,7 @@ def _task_dataset(
             for it in items:
                 it["label"] = label_space.index(it["degradation"])
             return ListDataset(items, label_space)
-        noise_only = all(d in NOISE_SIGMA for d in files.degradations)
+        noise_only = all(d in noise_names() for d in files.degradations)
         ds = SyntheticDataset(images, files.degradations, crop_size, length if layout == "clean" and train else None, seed, ratios if layout == "clean" else None,
                               augment=train, fixed=not train, original_noise=noise_only and layout != "clean")
         return _Relabelled(ds, label_space)
@@ -987,7 +989,8 @@ def bench(size: int = 128, batch: int = 16, repeats: int = 5, workers: Sequence[
     clean = torch.stack([it["target"] for it in validation_set(builtin_photos("train")[:4], ["noise15"], size, per_image=4)])
     clean = clean.repeat(math.ceil(batch / len(clean)), 1, 1, 1)[:batch]
     print(f"{'what':<34} {'patches/s':>10}   ({size}x{size}, batch {batch}, {torch.get_num_threads()} threads)", file=out)
-    for name, fn in DEGRADE.items():
+    for name in synthetic_names():
+        fn = synthesizer(name)
         fn(clean, g)  # warm-up
         t = time.perf_counter()
         for _ in range(repeats):
@@ -1011,8 +1014,8 @@ def bench(size: int = 128, batch: int = 16, repeats: int = 5, workers: Sequence[
 
 
 def _bench_model(preset: str, clean: torch.Tensor, repeats: int) -> float:
-    from .config import get_config
-    from .network import DFPIR
+    from ..model.config import get_config
+    from ..model.network import DFPIR
 
     net = DFPIR(get_config(preset))
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
@@ -1034,7 +1037,7 @@ def _bench_model(preset: str, clean: torch.Tensor, repeats: int) -> float:
 
 def _check_bench_args(args: argparse.Namespace) -> None:
     """One-line errors for ``data bench`` values that cannot be timed, before any timing runs."""
-    from .config import PRESETS
+    from ..model.config import PRESETS
 
     for name, value in (("--size", args.size), ("--batch", args.batch), ("--repeats", args.repeats)):
         check_at_least(name, value, 1)
@@ -1071,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("degrade", help="write degraded copies of your clean images, to evaluate on (OUT/<degradation>/<name>.png)")
     g.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files or folders of them (not recursive)")
     g.add_argument("-o", "--outdir", type=Path, required=True, help="output folder; one sub-folder per degradation")
-    g.add_argument("--degradations", nargs="+", default=list(DEGRADE), help="default: every synthetic degradation (the seven)")
+    g.add_argument("--degradations", nargs="+", default=synthetic_names(), help="default: every synthetic degradation (the seven)")
     g.add_argument("--seed", type=int, default=0, help="base seed (each photo and degradation has its own stream)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)
@@ -1103,6 +1106,3 @@ def main(argv: list[str] | None = None) -> int:
     print(format_check(rows))
     return 0 if all(r.usable for r in rows) else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, check_at_least
+from ..degradations import DEGRADATIONS, synthetic_names
+from ..errors import UserError, check_at_least
 
 if typing.TYPE_CHECKING:
-    from .config import DFPIRConfig
+    from ..model.config import DFPIRConfig
 
-ALL_DEGRADATIONS = ["noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlight"]
 
 
 @dataclass
 class ModelSection:
-    """Which network to train: a preset of :mod:`dfpir.config` plus field overrides."""
+    """Which network to train: a preset of :mod:`dfpir.model.config` plus field overrides."""
 
     preset: str = "tiny"
     guidance: str = "faithful"
@@ -47,7 +47,7 @@ class ModelSection:
         UserError
             If the preset is unknown or the overrides do not make a valid network.
         """
-        from .config import PRESETS as MODEL_PRESETS, get_config
+        from ..model.config import PRESETS as MODEL_PRESETS, get_config
 
         if self.preset not in MODEL_PRESETS:
             raise UserError(f"unknown model preset {self.preset!r}; choose one of: {', '.join(MODEL_PRESETS)}")
@@ -74,7 +74,7 @@ class DataSection:
 
     layout: str = "builtin"
     root: str = ""
-    degradations: list[str] = field(default_factory=lambda: list(ALL_DEGRADATIONS))
+    degradations: list[str] = field(default_factory=synthetic_names)
     patch_size: int = 64
     ratios: list[float] = field(default_factory=list)  # relative share of each degradation; []: equal
     workers: int = 0
@@ -259,8 +259,7 @@ def validate(cfg: TrainConfig) -> None:
     UserError
         Naming the first bad key and the values it accepts.
     """
-    from .data import LAYOUTS
-    from .prompts import DEGRADATIONS
+    from ..data.datasets import LAYOUTS
 
     cfg.model.config()  # raises on an unknown preset or an invalid architecture
     if not cfg.data.degradations:

@@ -28,13 +28,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, read
-from .checkpoint import save as save_checkpoint
-from .classifier import DegradationClassifier
-from .errors import CommandParser, UserError, check_output_folder, cli_main
-from .metrics import psnr, ssim
-from .network import DFPIR
-from .trainconfig import ModelSection, TrainConfig, resolve
+from ..checkpoint import read
+
+from ..checkpoint import save as save_checkpoint
+from ..model.classifier import DegradationClassifier
+from ..errors import CommandParser, UserError, cli_main
+from ..files import atomic_write, check_output_folder
+from ..metrics import psnr, ssim
+from ..model.network import DFPIR
+from .config import ModelSection, TrainConfig, resolve
 
 # -------------------------------------------------------------------------------------------------
 # distributed set-up
@@ -82,7 +84,7 @@ def pick_device(name: str, dist_local_rank: int = 0) -> torch.device:
 
 def build_data(cfg: TrainConfig, length: int):
     """The training dataset (item i deterministic in (seed, i)) and the fixed validation samples."""
-    from . import data
+    from ..data import datasets as data
 
     d = cfg.data
     if d.layout == "builtin":
@@ -292,7 +294,7 @@ def load_initial_weights(joint: Joint, path: str) -> None:
     The architecture must match the ``model`` section; a classifier trained for other degradations
     is left at its fresh initialisation, since its output classes differ.
     """
-    from .checkpoint import load, load_classifier
+    from ..checkpoint import load, load_classifier
 
     restorer = load(path)
     try:
@@ -637,6 +639,3 @@ def main(argv: list[str] | None = None) -> int:
     run(cfg, args.resume, args.stop_at)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

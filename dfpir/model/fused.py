@@ -175,7 +175,7 @@ def project_add_(residual: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
 
 
 def gdfn_(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
-    """``x += ffn(block_norm(x))`` in place, for a :class:`~dfpir.feedforward.GDFN`, in strips.
+    """``x += ffn(block_norm(x))`` in place, for a :class:`~dfpir.model.feedforward.GDFN`, in strips.
 
     Writing into ``x`` saves a fresh output tensor and a copy per strip. A strip's output is
     written only after the next strip has read its halo row (which is this strip's last row),
@@ -235,7 +235,7 @@ def accumulate_gram(gram: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k:
 def logits_from_gram(gram: tuple[torch.Tensor, torch.Tensor], temperature: torch.Tensor) -> torch.Tensor:
     """:func:`new_gram` statistics -> (B, heads, c, c) cosine logits times the temperature.
 
-    The same quantity as :func:`dfpir.attention.channel_logits`: ``q k^T`` divided by the norms
+    The same quantity as :func:`dfpir.model.attention.channel_logits`: ``q k^T`` divided by the norms
     of ``q`` and ``k`` (eps 1e-12).
     """
     cross, squares = gram
@@ -294,7 +294,7 @@ def gram_and_values(height: int, width: int, channels: int, heads: int, like: to
 
 
 def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
-    """``x + attn(block_norm(x))`` for an :class:`~dfpir.attention.MDTA`, in strips."""
+    """``x + attn(block_norm(x))`` for an :class:`~dfpir.model.attention.MDTA`, in strips."""
     c, h, w = x.shape[1:]
     rows_qk, rows_v = slice(0, 2 * c), slice(2 * c, 3 * c)
     conv_qk, dw_qk = channels(attn.qkv, rows_qk), channels(attn.qkv_dwconv, rows_qk)  # q and k by one conv
@@ -312,7 +312,7 @@ def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
 
 def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context: torch.Tensor, norm_kv: LayerNorm) -> torch.Tensor:
     """``attn(norm_q(query), norm_kv(context))`` for a
-    :class:`~dfpir.masked_attention.MaskedCrossAttention`, in strips."""
+    :class:`~dfpir.model.masked_attention.MaskedCrossAttention`, in strips."""
     c, h, w = query.shape[1:]
     rows_k, rows_v = slice(0, c), slice(c, 2 * c)
     conv_k, dw_k = channels(attn.kv, rows_k), channels(attn.kv_dwconv, rows_k)
@@ -329,7 +329,7 @@ def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context
 
 
 def perturbation(module, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-    """A :class:`~dfpir.perturbation.ChannelPerturbation` as one (C x C) matrix per sample.
+    """A :class:`~dfpir.model.perturbation.ChannelPerturbation` as one (C x C) matrix per sample.
 
     ``reduce(shuffle(expand(x)))`` is linear in ``x``: with ``e = W_e x + b_e`` and
     ``shuffled[i] = e[order[i]]``, it equals ``W_r[:, inv] W_e x + W_r[:, inv] b_e + b_r`` where
@@ -342,17 +342,3 @@ def perturbation(module, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
     matrix = w_shuffled @ module.expand.weight.flatten(1)  # (B, C, C)
     bias = w_shuffled @ module.expand.bias + module.reduce.bias  # (B, C)
     return project(x, matrix, bias, None)
-
-
-def enable(model: torch.nn.Module, on: bool = True) -> torch.nn.Module:
-    """Switch every transformer block and DGPB of ``model`` to (or back from) the fused kernels.
-
-    They take effect only when no gradient is recorded (``torch.no_grad``/``inference_mode``).
-    """
-    from .dgpb import DGPB
-    from .transformer import TransformerBlock
-
-    for module in model.modules():
-        if isinstance(module, (TransformerBlock, DGPB)):
-            module.fused = on
-    return model

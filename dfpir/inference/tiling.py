@@ -4,7 +4,7 @@ Memory model
 ------------
 Peak activation memory of one forward pass (inference mode, batch 1) grows with the number of
 pixels and with the level-1 width ``dim``. Measured on CPU with fp32 (peak RSS minus RSS before
-the pass, each size in a fresh process: ``python -m dfpir.bench_restore --fit --sizes 128 256 320``
+the pass, each size in a fresh process: ``python -m dfpir.bench restore --fit --sizes 128 256 320``
 for ``paper``, the same with ``--preset tiny``):
 
 ======== ===== ============ ================= =================
@@ -22,7 +22,7 @@ with the image: allocator arenas, weights' working copies), so one slope-only co
 conservative for tiles of 256 pixels and more: :data:`BYTES_PER_PIXEL_PER_DIM` = 256 (fp32).
 Half precision scales it by the element size. With the default 1 GiB budget the ``paper``
 preset gets 288-pixel tiles, and a 4096 x 4096 photo peaks at 1.8-2.1 GB RSS in total
-(``python -m dfpir.bench_restore``).
+(``python -m dfpir.bench restore``).
 
 Tiled versus whole-image results
 --------------------------------
@@ -51,8 +51,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import DFPIRConfig
-from .network import MULTIPLE
+from ..model.config import DFPIRConfig
+from ..model.network import MULTIPLE
+from ..errors import UserError
 
 BYTES_PER_PIXEL_PER_DIM = 256  # fp32 activation peak, measured (see the module docstring)
 DEFAULT_CPU_BUDGET = 1 << 30  # 1 GiB of activations: the 4096 x 4096 `paper` run peaks near 2 GB
@@ -142,7 +143,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
     if tile >= length:
         return (0,)
     if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile), got overlap={overlap}, tile={tile}")
+        raise UserError(f"overlap must be in [0, tile), got overlap={overlap}, tile={tile}")
     count = math.ceil((length - overlap) / (tile - overlap))
     return tuple(round(i * (length - tile) / (count - 1)) for i in range(count))
 

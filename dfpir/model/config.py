@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+from ..errors import UserError
 
 LAYERNORM_TYPES = ("WithBias", "BiasFree")
 GUIDANCE_MODES = ("faithful", "learnable")
@@ -50,7 +51,7 @@ class DFPIRConfig:
     guidance : {"faithful", "learnable"}
         ``"faithful"`` freezes the DGM as the original does (only the integer order of its output
         is used, so it never learns). ``"learnable"`` lets gradients reach the DGM through a
-        straight-through gate, see :class:`dfpir.perturbation.ChannelPerturbation`.
+        straight-through gate, see :class:`dfpir.model.perturbation.ChannelPerturbation`.
     keep_ratio : float
         Fraction of each attention row kept by the top-k mask: ``k = max(1, floor(c * ratio))``.
     prompt_dim : int
@@ -78,25 +79,25 @@ class DFPIRConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line reason if the configuration cannot be built."""
         if self.dim < 2 or self.dim % 2:
-            raise ValueError(f"dim must be a positive even number (downsampling halves it), got {self.dim}")
+            raise UserError(f"dim must be a positive even number (downsampling halves it), got {self.dim}")
         if len(self.num_blocks) != 4 or len(self.heads) != 4:
-            raise ValueError("num_blocks and heads need 4 entries each (levels 1-4)")
+            raise UserError("num_blocks and heads need 4 entries each (levels 1-4)")
         if min(self.num_blocks) < 0 or self.num_refinement_blocks < 0:
-            raise ValueError("block counts must be >= 0")
+            raise UserError("block counts must be >= 0")
         if self.layernorm_type not in LAYERNORM_TYPES:
-            raise ValueError(f"layernorm_type must be one of {LAYERNORM_TYPES}, got {self.layernorm_type!r}")
+            raise UserError(f"layernorm_type must be one of {LAYERNORM_TYPES}, got {self.layernorm_type!r}")
         if self.guidance not in GUIDANCE_MODES:
-            raise ValueError(f"guidance must be one of {GUIDANCE_MODES}, got {self.guidance!r}")
+            raise UserError(f"guidance must be one of {GUIDANCE_MODES}, got {self.guidance!r}")
         if not 0.0 < self.keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+            raise UserError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
         for level, heads in enumerate(self.heads, start=1):
             width = self.width(level)
             if heads < 1 or width % heads:
-                raise ValueError(f"level {level}: {width} channels cannot be split into {heads} heads")
+                raise UserError(f"level {level}: {width} channels cannot be split into {heads} heads")
         if self.dim * 2 % self.heads[0]:
-            raise ValueError(f"decoder level 1: {2 * self.dim} channels cannot be split into {self.heads[0]} heads")
+            raise UserError(f"decoder level 1: {2 * self.dim} channels cannot be split into {self.heads[0]} heads")
         if int(self.dim * self.ffn_expansion_factor) < 1:
-            raise ValueError("ffn_expansion_factor gives a GDFN hidden width of 0")
+            raise UserError("ffn_expansion_factor gives a GDFN hidden width of 0")
 
     def width(self, level: int) -> int:
         """Channels at encoder level 1-4."""
@@ -119,7 +120,7 @@ class DFPIRConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown DFPIRConfig field(s): {', '.join(unknown)}")
+            raise UserError(f"unknown DFPIRConfig field(s): {', '.join(unknown)}")
         return cls(**d)
 
 
@@ -140,6 +141,6 @@ def get_config(name: str, **overrides: Any) -> DFPIRConfig:
         If ``name`` is not a preset.
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     cfg = PRESETS[name]
     return cfg.replace(**overrides) if overrides else cfg

@@ -3,14 +3,14 @@
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
 - ``train``: time of one training step (forward, L1 loss, backward, Adam) per preset, patch size
   and batch;
-- ``compare``: execution variants of :mod:`dfpir.speed`, for one preset or several, side by side
+- ``compare``: execution variants of :mod:`dfpir.inference.speed`, for one preset or several, side by side
   in one process, alternating pair by pair for several rounds (these machines are noisy), with
   medians and ratios to the first (``--presets restormer paper --variants fused`` gives the cost
   of the DGPBs);
 - ``profile``: where one forward pass of a variant spends its time, per torch operator
   (``torch.profiler``), with each operator's share of the total;
-- ``restore``: tiled restoration of 1, 4 and 16 megapixels (delegates to ``dfpir.bench_restore``);
-- ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench_reference``).
+- ``restore``: tiled restoration of 1, 4 and 16 megapixels (delegates to ``dfpir.bench.restore``);
+- ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench.reference``).
 
 Every run of ``forward``, ``train``, ``compare`` or ``profile`` prints a text table and, with
 ``--json FILE``, writes the numbers with the machine's description. Nothing here is asserted by
@@ -31,12 +31,13 @@ from typing import Callable
 
 import torch
 
-from .config import get_config
-from .checkpoint import atomic_write
-from .errors import CommandParser, UserError, check_at_least, check_output_folder, cli_main
-from .network import DFPIR
-from .runner import resolve_device
-from .speed import VARIANTS, prepare, reuse_freed_memory
+from ..model.config import get_config
+from ..errors import CommandParser, UserError, check_at_least, cli_main
+from ..files import atomic_write, check_output_folder
+from ..model.network import DFPIR
+from ..inference.runner import resolve_device
+from ..inference.speed import reuse_freed_memory
+from .layouts import VARIANTS, prepare
 
 
 def machine() -> dict[str, str | int]:
@@ -95,7 +96,7 @@ def bench_train(presets: list[str], size: int, batch: int, repeats: int, device:
     ``precision`` is ``python -m dfpir.train``'s ``train.precision``: fp32, bf16 (autocast) or fp16
     (autocast with loss scaling, CUDA only).
     """
-    from .train import autocast, check_precision
+    from ..train.loop import autocast, check_precision
 
     check_precision(device, precision, "--precision")
     rows = []
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="square image (or training patch) sizes in pixels (default: forward 128 256 512, others 128)")
     p.add_argument("--batches", type=int, nargs="+", metavar="N", help="batch sizes (default: forward 1 8, train 8, others 1)")
     p.add_argument("--variant", default="fused", choices=VARIANTS,
-                   help="execution variant of dfpir.speed for forward and profile (default fused)")
+                   help="execution variant of dfpir.inference.speed for forward and profile (default fused)")
     p.add_argument("--variants", nargs="+", default=["original", "plain", "fast", "fused"], choices=VARIANTS, metavar="VARIANT",
                    help="for compare: the variants side by side, ratios to the first (default: original plain fast fused)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the median is reported (compare: rounds)")
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--reuse-memory", action="store_true",
-                   help="keep freed memory in the process (dfpir.speed.reuse_freed_memory)")
+                   help="keep freed memory in the process (dfpir.inference.speed.reuse_freed_memory)")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     return p
 
@@ -211,7 +212,7 @@ SUITE_DEFAULTS: dict[str, tuple[list[str], list[int], list[int]]] = {
 def check_args(args: argparse.Namespace) -> None:
     """Fill in the suite's defaults and refuse values no benchmark can use, before any model is
     built (one-line errors)."""
-    from .config import PRESETS
+    from ..model.config import PRESETS
 
     presets, sizes, batches = SUITE_DEFAULTS[args.suite]
     args.presets, args.sizes, args.batches = args.presets or presets, args.sizes or sizes, args.batches or batches
@@ -233,11 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.bench [suite] [options]``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["restore"]:  # its own options: python -m dfpir.bench restore --help
-        from .bench_restore import main as restore_main
+        from .restore import main as restore_main
 
         return restore_main(argv[1:])
     if argv[:1] == ["reference"]:
-        from .bench_reference import main as reference_main
+        from .reference import main as reference_main
 
         return reference_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -262,6 +263,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.json}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import fused
-from .checkpoint import CheckpointError, load, load_classifier
-from .errors import UserError
-from .prompts import HashingTextEncoder
+from ..model import fused
+from ..checkpoint import CheckpointError, load, load_classifier
+from ..errors import UserError
+from ..model.prompts import HashingTextEncoder
 from .tiling import TilePlan, restore_image
 
-DEMO_WEIGHTS = Path(__file__).parent / "weights" / "demo.safetensors"
+DEMO_WEIGHTS = Path(__file__).parents[1] / "weights" / "demo.safetensors"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLASSIFIER_CROP = 512  # the classifier sees a centre crop (resizing would change noise statistics)
 
@@ -100,7 +100,7 @@ class Restorer:
     tile : int, optional
         Tile side; ``0`` never tiles; ``None`` chooses from ``budget``.
     budget : int, optional
-        Activation memory budget in bytes (see :mod:`dfpir.tiling`).
+        Activation memory budget in bytes (see :mod:`dfpir.inference.tiling`).
     """
 
     def __init__(
@@ -121,10 +121,10 @@ class Restorer:
             self.model = load(self.weights, self.device).to(PRECISIONS[precision])
             if self.device.type == "cpu":
                 # Channels-last and the fused strip kernels: the same numbers, faster on the CPU
-                # (dfpir.speed "fused"). On an H200 the strips halved the speed (docs/results.md),
+                # (dfpir.inference.speed "fused"). On an H200 the strips halved the speed (docs/results.md),
                 # so CUDA runs the model as written.
                 self.model.to(memory_format=torch.channels_last)
-                fused.enable(self.model)
+                self.model.set_fused()
             self.classifier = load_classifier(self.weights, self.device)
         except CheckpointError as exc:
             raise UserError(str(exc)) from None
@@ -222,6 +222,8 @@ class Restorer:
         progress : callable, optional
             ``progress(done, total)`` per tile.
         """
+        if not np.isfinite(rgb).all():  # the input boundary: the network itself does not look
+            raise UserError("the image contains NaN or infinite values")
         x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
         out, plan = restore_image(self.model, x, prompt.embedding, self.tile, self.budget, progress=progress)
         with torch.inference_mode():  # the output is an inference tensor: clip it in place

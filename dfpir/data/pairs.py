@@ -23,21 +23,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import UserError, check_output_folder
-from .images import Image, read_image, write_image
+from ..errors import UserError
+
+from ..files import check_output_folder
+from ..images import Image, read_image, write_image
 
 
 def pair_generator(seed: int, photo: str, degradation: str) -> torch.Generator:
     """The generator of one (photo, degradation), keyed like the datasets' items
     (:func:`dfpir.data.item_rng`): stable across runs, Python versions and machines."""
-    from .data import item_rng, torch_generator
+    from .datasets import item_rng, torch_generator
 
     return torch_generator(item_rng(seed, zlib.crc32(photo.encode()), zlib.crc32(degradation.encode())))
 
 
 def degrade_image(image: Image, degradation: str, generator: torch.Generator) -> Image:
     """``image`` degraded by the registry function ``degradation``, as an RGB image of its bit depth."""
-    from .degradations import degrade
+    from ..degradations import degrade
 
     clean = torch.from_numpy(np.ascontiguousarray(image.rgb.transpose(2, 0, 1)))[None]  # (1, 3, H, W)
     out = degrade(clean, [degradation], generator).clamp(0, 1)
@@ -66,12 +68,12 @@ def make_pairs(sources: Sequence[Path], degradations: Sequence[str], outdir: Pat
     Every clean image is read once before anything is written, so an unreadable one stops the
     run with nothing half done.
     """
-    from .degradations import DEGRADE
+    from ..degradations import synthetic_names
 
     degradations = list(dict.fromkeys(degradations))  # each once, in the order given
-    unknown = [d for d in degradations if d not in DEGRADE]
+    unknown = [d for d in degradations if d not in synthetic_names()]
     if unknown:
-        raise UserError(f"unknown degradation {unknown[0]!r}; the synthetic ones are: {', '.join(DEGRADE)}")
+        raise UserError(f"unknown degradation {unknown[0]!r}; the synthetic ones are: {', '.join(synthetic_names())}")
     if not sources:
         raise UserError("no clean images given; pass image files or folders of them")
     jobs = plan_outputs(sources, degradations, outdir, overwrite)

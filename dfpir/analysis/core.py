@@ -52,9 +52,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import get_config
-from .errors import CommandParser, UserError, check_at_least, check_output_folder, cli_main
-from .network import DFPIR
+from ..model.config import get_config
+from ..errors import CommandParser, UserError, check_at_least, cli_main
+from ..files import check_output_folder
+from ..model.network import DFPIR
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -91,10 +92,10 @@ def ablate(model: DFPIR, ablation: str = "none") -> DFPIR:
         For an unknown ablation, or one that does not apply (e.g. ``"no_mask"`` without DGPBs).
     """
     if ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {ablation!r}; choose one of: {', '.join(ABLATIONS)}")
+        raise UserError(f"unknown ablation {ablation!r}; choose one of: {', '.join(ABLATIONS)}")
     cfg = model.config
     if ablation != "none" and not cfg.use_dgpb:
-        raise ValueError(f"ablation {ablation!r} needs a model with DGPBs (this one has none)")
+        raise UserError(f"ablation {ablation!r} needs a model with DGPBs (this one has none)")
     changes: dict[str, Any] = {
         "none": {},
         "no_shuffle": {},
@@ -142,14 +143,14 @@ def build_model(preset: str = "tiny", ablation: str = "none", seed: int = 0, **o
     Parameters
     ----------
     preset : str
-        A preset of :mod:`dfpir.config` (``"restormer"`` is the baseline without DGPBs).
+        A preset of :mod:`dfpir.model.config` (``"restormer"`` is the baseline without DGPBs).
     ablation : str
         One of :data:`ABLATIONS`.
     seed : int
         ``torch.manual_seed`` before initialisation: the same seed gives the same backbone weights
         whatever the ablation.
     **overrides
-        :class:`~dfpir.config.DFPIRConfig` fields, e.g. ``dim=8``.
+        :class:`~dfpir.model.config.DFPIRConfig` fields, e.g. ``dim=8``.
 
     Returns
     -------
@@ -175,7 +176,7 @@ def clean_crops(images: Sequence[np.ndarray] | None = None, count: int = 4, patc
     seed : int
         Chooses images and crop positions.
     """
-    from .data import builtin_photos, crop, crop_box, to_tensor
+    from ..data.datasets import builtin_photos, crop, crop_box, to_tensor
 
     if images is None:
         images = [img for _, img in builtin_photos("train")]
@@ -201,7 +202,7 @@ def task_batches(
     Parameters
     ----------
     degradations : sequence of str
-        Names registered in :data:`dfpir.degradations.DEGRADE`.
+        Registered degradations with a synthetic model (:func:`dfpir.degradations.synthetic_names`).
     images : sequence of arrays, optional
         Clean images (default: the built-in training photos).
     batch, patch : int
@@ -214,15 +215,15 @@ def task_batches(
     dict
         ``{name: (degraded, clean)}``, tensors (batch, 3, patch, patch).
     """
-    from .degradations import DEGRADE
+    from ..degradations import synthetic_names, synthesizer
 
     clean = clean_crops(images, batch, patch, seed)
     out = {}
     for i, name in enumerate(degradations):
-        if name not in DEGRADE:
-            raise UserError(f"no synthetic model for degradation {name!r}; known: {', '.join(DEGRADE)}")
+        if name not in synthetic_names():
+            raise UserError(f"no synthetic model for degradation {name!r}; known: {', '.join(synthetic_names())}")
         g = torch.Generator().manual_seed(seed * 1009 + i + 1)
-        out[name] = (DEGRADE[name](clean, g).float(), clean)
+        out[name] = (synthesizer(name)(clean, g).float(), clean)
     return out
 
 
@@ -425,7 +426,7 @@ def interference_from_gradients(
     """
     names = list(grads)
     if not names:
-        raise ValueError("no task gradients given")
+        raise UserError("no task gradients given")
     params = list(grads[names[0]])
     layer_params: dict[str, list[str]] = {}
     for p in params:
@@ -505,7 +506,7 @@ def channel_orders(model: DFPIR, degradations: Sequence[str]) -> dict[int, np.nd
         ``{level (1-4): (T, 2C) int64 array}``; row t is the order for ``degradations[t]``.
     """
     if not model.config.use_dgpb:
-        raise ValueError("this model has no DGPBs, hence no channel orders")
+        raise UserError("this model has no DGPBs, hence no channel orders")
     prompts = model.embed_prompts(list(degradations))
     return {level: getattr(model, f"dgpb{level}").perturb.order(prompts).cpu().numpy() for level in range(1, 5)}
 
@@ -527,9 +528,9 @@ def rank_correlation(order_a: np.ndarray | torch.Tensor, order_b: np.ndarray | t
     b = np.asarray(order_b.cpu() if isinstance(order_b, torch.Tensor) else order_b).ravel()
     n = a.size
     if b.size != n or n < 2:
-        raise ValueError(f"need two orders of the same length >= 2, got {a.size} and {b.size}")
+        raise UserError(f"need two orders of the same length >= 2, got {a.size} and {b.size}")
     if not (np.array_equal(np.sort(a), np.arange(n)) and np.array_equal(np.sort(b), np.arange(n))):
-        raise ValueError("orders must be permutations of range(N)")
+        raise UserError("orders must be permutations of range(N)")
     rank_a, rank_b = np.empty(n), np.empty(n)
     rank_a[a], rank_b[b] = np.arange(n), np.arange(n)  # position of channel j in each order
     try:
@@ -575,7 +576,7 @@ def attention_map(model: DFPIR, image: torch.Tensor, degradation: str, level: in
         (B, heads, c, c) attention weights; rows sum to 1, masked entries are exactly 0.
     """
     if not model.config.use_dgpb:
-        raise ValueError("this model has no DGPBs, hence no masked attention")
+        raise UserError("this model has no DGPBs, hence no masked attention")
     block = getattr(model, f"dgpb{level}")
     seen: dict[str, torch.Tensor] = {}
 
@@ -822,8 +823,8 @@ def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, pa
         ``input_psnr``, ``wiener_psnr``, ``fixed_psnr`` (means over the crops, dB), the gains
         ``gain`` (Wiener) and ``fixed_gain`` over the input, and ``models``: name -> mean PSNR.
     """
-    from .degradations import blur_kernels, ensemble_wiener, filter2d, wiener_deconvolve
-    from .metrics import psnr
+    from ..degradations.synthetic import blur_kernels, ensemble_wiener, filter2d, wiener_deconvolve
+    from ..metrics import psnr
 
     def crop_psnr(restored: torch.Tensor) -> torch.Tensor:  # (count,) PSNR of each crop
         return torch.tensor([psnr(x, c) for x, c in zip(restored, clean)])
@@ -867,7 +868,7 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def _clean_images(data: str, patch: int) -> list[np.ndarray]:
     """The clean images ``--data`` names ('builtin': the built-in training parts, 'builtin-val':
     the held-out strips, or a folder), each at least ``patch`` pixels on its shorter side."""
-    from .data import builtin_photos, list_images, read_image
+    from ..data.datasets import builtin_photos, list_images, read_image
 
     if data in ("builtin", "builtin-val"):
         images = [img for _, img in builtin_photos("train" if data == "builtin" else "val")]
@@ -889,8 +890,10 @@ def run_interference(args: argparse.Namespace) -> Interference:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_write, load
-    from .prompts import DEGRADATIONS
+    from ..checkpoint import load
+
+    from ..files import atomic_write
+    from ..degradations import DEGRADATIONS
 
     check_at_least("--batch", args.batch, 1)
     check_at_least("--patch", args.patch, 1)
@@ -959,7 +962,7 @@ def run_blur_bound(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _blur_model(path: str) -> DFPIR:
-    from .checkpoint import load
+    from ..checkpoint import load
 
     model = load(path)
     if "blur" not in model.prompts.names:
@@ -1006,6 +1009,3 @@ def main(argv: list[str] | None = None) -> int:
         run_blur_bound(args)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,29 +7,63 @@ passed in; pass a range as ``(lo, hi)`` or a single number to fix the parameter.
 are drawn on the generator's device and moved to the images' device, so a CPU generator gives the
 same degradations on CPU and GPU.
 
-:data:`DEGRADE` maps the registry names of :mod:`dfpir.prompts` (``noise15``, ``noise25``,
-``noise50``, ``rain``, ``haze``, ``blur``, ``lowlight``) to these functions with their default
-ranges, and :func:`degrade` applies a (possibly different) named degradation to each sample.
+The rows of :mod:`dfpir.degradations.registry` bind the registry names (``noise15``,
+``noise25``, ``noise50``, ``rain``, ``haze``, ``blur``, ``lowlight``) to these functions with their
+default ranges, and :func:`dfpir.degradations.degrade` applies a (possibly different) named
+degradation to each sample.
 
 Examples
 --------
 >>> g = torch.Generator().manual_seed(0)
->>> hazy = DEGRADE["haze"](clean, g)                       # doctest: +SKIP
+>>> hazy = haze(clean, g)                                  # doctest: +SKIP
 >>> mixed = degrade(clean, ["rain", "blur", "noise25"], g)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
-from typing import Callable, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError, UserTypeError
+
+__all__ = [
+    "Range",
+    "RAIN_DENSITY",
+    "RAIN_LENGTH",
+    "RAIN_ANGLE",
+    "RAIN_WIDTH",
+    "RAIN_INTENSITY",
+    "HAZE_BETA",
+    "HAZE_AIRLIGHT",
+    "HAZE_TINT",
+    "BLUR_LENGTH",
+    "LOWLIGHT_GAIN",
+    "LOWLIGHT_GAMMA",
+    "LOWLIGHT_PHOTONS",
+    "LOWLIGHT_READ",
+    "check_batch",
+    "filter2d",
+    "wiener_deconvolve",
+    "ensemble_wiener",
+    "gaussian_noise",
+    "gaussian_noise_uint8",
+    "line_kernels",
+    "rain_streaks",
+    "synthetic_depth",
+    "atmospheric_scattering",
+    "haze",
+    "shake_trajectories",
+    "rasterise",
+    "blur_kernels",
+    "motion_blur",
+    "low_light",
+]
+
 Range = Union[float, tuple[float, float]]
-DegradeFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 # Default parameter ranges, one place to read them all (documented again on each function).
 RAIN_DENSITY: Range = (0.002, 0.008)  # fraction of pixels that start a streak
@@ -50,18 +84,20 @@ LOWLIGHT_READ: Range = (0.002, 0.01)  # std of the signal-independent read noise
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_batch(clean: torch.Tensor) -> None:
+def check_batch(clean: torch.Tensor) -> None:
+    """Refuse anything but a float (B, C, H, W) batch, with a one-line reason."""
+    """Refuse anything but a float (B, C, H, W) batch with a one-line reason."""
     if not isinstance(clean, torch.Tensor) or clean.ndim != 4:
         shape = tuple(clean.shape) if isinstance(clean, torch.Tensor) else type(clean).__name__
-        raise ValueError(f"degradations take a batch of shape (B, C, H, W), got {shape}")
+        raise UserError(f"degradations take a batch of shape (B, C, H, W), got {shape}")
     if not clean.is_floating_point():
-        raise TypeError(f"degradations take float images in [0, 1], got {clean.dtype}")
+        raise UserTypeError(f"degradations take float images in [0, 1], got {clean.dtype}")
 
 
 def _as_range(value: Range, what: str) -> tuple[float, float]:
     lo, hi = (value, value) if isinstance(value, (int, float)) else value
     if lo > hi:
-        raise ValueError(f"{what} range must be (low, high) with low <= high, got {value}")
+        raise UserError(f"{what} range must be (low, high) with low <= high, got {value}")
     return float(lo), float(hi)
 
 
@@ -131,7 +167,7 @@ def wiener_deconvolve(blurred: torch.Tensor, kernels: torch.Tensor, nsr: float, 
         (B, C, H, W) deconvolved images, clipped to [0, 1].
     """
     if nsr <= 0:
-        raise ValueError(f"nsr must be > 0, got {nsr}")
+        raise UserError(f"nsr must be > 0, got {nsr}")
     _check_kernels(kernels, blurred.shape[0])
     x, (h, w), p = _pad_for(blurred, kernels.shape[-1], padding)
     k = _kernel_spectrum(kernels, x)[:, None]
@@ -167,7 +203,7 @@ def ensemble_wiener(blurred: torch.Tensor, ensemble: torch.Tensor, nsr: float, p
         (B, C, H, W) filtered images, clipped to [0, 1].
     """
     if nsr < 0:
-        raise ValueError(f"nsr must be >= 0, got {nsr}")
+        raise UserError(f"nsr must be >= 0, got {nsr}")
     _check_kernels(ensemble)
     x, (h, w), p = _pad_for(blurred, ensemble.shape[-1], padding)
     mean = mean_power = 0.0
@@ -187,7 +223,7 @@ def _check_kernels(kernels: torch.Tensor, batch: int | None = None) -> None:
     k = kernels.shape[-1]
     n = kernels.shape[0] if batch is None else batch
     if kernels.shape != (n, k, k) or k % 2 == 0:
-        raise ValueError(f"kernels must have shape ({'N' if batch is None else batch}, K, K) with K odd, got {tuple(kernels.shape)}")
+        raise UserError(f"kernels must have shape ({'N' if batch is None else batch}, K, K) with K odd, got {tuple(kernels.shape)}")
 
 
 def _pad_for(images: torch.Tensor, k: int, padding: str) -> tuple[torch.Tensor, tuple[int, int], int]:
@@ -235,7 +271,7 @@ def gaussian_noise(clean: torch.Tensor, generator: torch.Generator, sigma: Range
     Tensor
         Noisy images clipped to [0, 1].
     """
-    _check_batch(clean)
+    check_batch(clean)
     s = _uniform(generator, clean.shape[0], sigma, "sigma", clean.device).to(clean.dtype)
     noise = _randn(clean.shape, generator, clean) * s[:, None, None, None]
     if quantize:
@@ -325,7 +361,7 @@ def rain_streaks(
     Tensor
         Rainy images in [0, 1].
     """
-    _check_batch(clean)
+    check_batch(clean)
     b, _, h, w = clean.shape
     dev = clean.device
     dens = _uniform(generator, b, density, "density", dev)
@@ -416,7 +452,7 @@ def haze(
     Tensor or (Tensor, Tensor, Tensor)
         Hazy images in [0, 1] (and transmission, depth).
     """
-    _check_batch(clean)
+    check_batch(clean)
     b, c, h, w = clean.shape
     dev = clean.device
     betas = _uniform(generator, b, beta, "beta", dev).to(clean.dtype)
@@ -523,7 +559,7 @@ def motion_blur(clean: torch.Tensor, generator: torch.Generator, length: Range =
     Tensor
         Blurred images (reflect padding at the borders), clipped to [0, 1].
     """
-    _check_batch(clean)
+    check_batch(clean)
     kernels = blur_kernels(clean.shape[0], generator, length).to(clean.device)
     return filter2d(clean, kernels, padding="reflect").clamp(0, 1)
 
@@ -565,7 +601,7 @@ def low_light(
     Tensor
         Dark, noisy images clipped to [0, 1].
     """
-    _check_batch(clean)
+    check_batch(clean)
     b = clean.shape[0]
     dev = clean.device
 
@@ -577,64 +613,3 @@ def low_light(
     rate = (dark * ph).to(generator.device, torch.float32)
     shot = torch.poisson(rate, generator=generator).to(dev, clean.dtype) / ph
     return (shot + rd * _randn(clean.shape, generator, clean)).clamp(0, 1)
-
-
-# --------------------------------------------------------------------------- registry
-
-
-class _Registry(dict):
-    """A dict whose unknown keys raise ``ValueError`` listing the known ones."""
-
-    def __missing__(self, key: str) -> DegradeFn:
-        raise ValueError(f"unknown degradation {key!r}; known: {', '.join(self)}")
-
-
-NOISE_SIGMA: dict[str, float] = {"noise15": 15.0, "noise25": 25.0, "noise50": 50.0}
-"""Noise registry names -> sigma on the 0-255 scale."""
-
-DEGRADE: dict[str, DegradeFn] = _Registry(
-    **{name: partial(gaussian_noise, sigma=sigma) for name, sigma in NOISE_SIGMA.items()},
-    rain=rain_streaks,
-    haze=haze,
-    blur=motion_blur,
-    lowlight=low_light,
-)
-"""Registry name (as in :data:`dfpir.prompts.DEGRADATIONS`) -> ``f(clean, generator) -> degraded``."""
-
-
-def register(name: str, function: DegradeFn) -> None:
-    """Add a synthetic degradation for a name (register its prompt with :mod:`dfpir.prompts` too)."""
-    if name in DEGRADE:
-        raise ValueError(f"degradation {name!r} already has a synthetic model")
-    DEGRADE[name] = function
-
-
-def degrade(clean: torch.Tensor, names: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-    """Apply ``names[b]`` to sample ``b`` of the batch.
-
-    Samples sharing a degradation are processed together, in the order each name first appears,
-    so the result depends only on ``clean``, ``names`` and the generator's state.
-
-    Parameters
-    ----------
-    clean : Tensor
-        (B, C, H, W) float images in [0, 1].
-    names : sequence of str
-        B registry names.
-    generator : torch.Generator
-        Source of all randomness.
-
-    Returns
-    -------
-    Tensor
-        (B, C, H, W) degraded images.
-    """
-    _check_batch(clean)
-    if len(names) != clean.shape[0]:
-        raise ValueError(f"got {len(names)} degradation names for a batch of {clean.shape[0]}")
-    out = torch.empty_like(clean)
-    for name in dict.fromkeys(names):
-        fn = DEGRADE[name]
-        idx = torch.tensor([i for i, n in enumerate(names) if n == name], device=clean.device)
-        out[idx] = fn(clean[idx], generator)
-    return out

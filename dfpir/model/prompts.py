@@ -1,4 +1,4 @@
-"""Degradation types, their prompt texts, and the prompt bank that maps them to embeddings.
+"""The prompt bank: degradation name -> the prompt embedding that steers the DGPBs.
 
 The original encodes each degradation's text prompt with the frozen OpenAI CLIP ViT-B/32 text
 encoder (512-d). CLIP is not required here: the default bank embeds the same texts with
@@ -13,56 +13,14 @@ import hashlib
 import json
 import re
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class Degradation:
-    """One degradation type: registry name, the original's id and its two prompt texts."""
-
-    name: str
-    detailed: str
-    simple: str
-    official_id: int | None = None
-
-
-DEGRADATIONS: dict[str, Degradation] = {}
-
-
-def register_degradation(name: str, detailed: str, simple: str | None = None, official_id: int | None = None) -> Degradation:
-    """Add a degradation type to the registry (``name`` must be new) and return it."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"degradation name {name!r} must be lower-case letters, digits and '_'")
-    if name in DEGRADATIONS:
-        raise ValueError(f"degradation {name!r} is already registered")
-    deg = Degradation(name, detailed, simple or detailed, official_id)
-    DEGRADATIONS[name] = deg
-    return deg
-
-
-for _args in [
-    ("noise15", "Gaussian noise with a standard deviation of 15", "Noise", 0),
-    ("noise25", "Gaussian noise with a standard deviation of 25", "Noise", 1),
-    ("noise50", "Gaussian noise with a standard deviation of 50", "Noise", 2),
-    ("rain", "Rain degradation with rain lines", "Rain", 3),
-    ("haze", "Hazy degradation with normal haze", "Haze", 4),
-    ("blur", "Blur degradation with motion blur", "Blur", 5),
-    ("lowlight", "Lowlight degradation", "Lowlight", 6),
-]:
-    register_degradation(*_args)
-
-
-def get_degradation(name: str) -> Degradation:
-    """Look up a registered degradation; unknown names raise ``ValueError`` listing the known ones."""
-    try:
-        return DEGRADATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown degradation {name!r}; known: {', '.join(DEGRADATIONS)}") from None
+from ..degradations.registry import DEGRADATIONS
+from ..errors import UserError
 
 
 class HashingTextEncoder:
@@ -89,7 +47,7 @@ class HashingTextEncoder:
     def __call__(self, text: str) -> np.ndarray:
         words = re.findall(r"[a-z0-9]+", text.lower())
         if not words:
-            raise ValueError("cannot embed an empty prompt text")
+            raise UserError("cannot embed an empty prompt text")
         return (sum(self.word_vector(w) for w in words) / np.sqrt(len(words))).astype(np.float32)
 
 
@@ -104,12 +62,12 @@ class ClipTextEncoder:
         try:
             import clip  # type: ignore[import-not-found]
         except ImportError:
-            raise RuntimeError(
+            raise UserError(
                 "the CLIP text encoder needs the 'clip' package (pip install openai-clip) and local "
                 "ViT-B/32 weights; or compute embeddings elsewhere and pass them with --prompts FILE"
             ) from None
         if not Path(weights).is_file():
-            raise RuntimeError(f"CLIP weights not found at {weights}; nothing is downloaded, pass a local file")
+            raise UserError(f"CLIP weights not found at {weights}; nothing is downloaded, pass a local file")
         self._clip = clip
         self.model, _ = clip.load(str(weights), device=device)
         self.device = device
@@ -151,11 +109,11 @@ class PromptBank:
         """Add or replace one embedding."""
         vec = np.asarray(vector.detach().cpu() if isinstance(vector, torch.Tensor) else vector, dtype=np.float32)
         if vec.ndim != 1:
-            raise ValueError(f"prompt embedding {name!r} must be a vector, got shape {vec.shape}")
+            raise UserError(f"prompt embedding {name!r} must be a vector, got shape {vec.shape}")
         if self.embeddings and len(vec) != self.dim:
-            raise ValueError(f"prompt embedding {name!r} has width {len(vec)}, the bank has {self.dim}")
+            raise UserError(f"prompt embedding {name!r} has width {len(vec)}, the bank has {self.dim}")
         if not np.isfinite(vec).all():
-            raise ValueError(f"prompt embedding {name!r} contains NaN or infinite values")
+            raise UserError(f"prompt embedding {name!r} contains NaN or infinite values")
         self.embeddings[name] = vec
         if text is not None:
             self.texts[name] = text
@@ -165,7 +123,7 @@ class PromptBank:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.embeddings:
-            raise ValueError(f"no prompt embedding for {name!r}; this model knows: {', '.join(self.embeddings)}")
+            raise UserError(f"no prompt embedding for {name!r}; this model knows: {', '.join(self.embeddings)}")
         return self.embeddings[name]
 
     def embed(self, names: Iterable[str]) -> torch.Tensor:
@@ -187,11 +145,11 @@ class PromptBank:
         """Load ``name -> vector`` from ``.npz`` or ``.safetensors`` (e.g. CLIP text features)."""
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"prompt embedding {'path is a folder' if path.is_dir() else 'file not found'}: {path}")
+            raise UserError(f"prompt embedding {'path is a folder' if path.is_dir() else 'file not found'}: {path}")
         if path.suffix not in (".npz", ".safetensors"):
-            raise ValueError(f"{path}: prompt embeddings must be an .npz or .safetensors file of name -> vector")
+            raise UserError(f"{path}: prompt embeddings must be an .npz or .safetensors file of name -> vector")
         if path.suffix == ".npz" and not zipfile.is_zipfile(path):
-            raise ValueError(f"cannot read prompt embeddings from {path}: not an .npz archive (numpy.savez writes one)")
+            raise UserError(f"cannot read prompt embeddings from {path}: not an .npz archive (numpy.savez writes one)")
         try:
             if path.suffix == ".safetensors":
                 from safetensors import safe_open
@@ -204,9 +162,9 @@ class PromptBank:
                 with np.load(path, allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
         except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
-            raise ValueError(f"cannot read prompt embeddings from {path}: {exc}") from None
+            raise UserError(f"cannot read prompt embeddings from {path}: {exc}") from None
         if not arrays:
-            raise ValueError(f"{path} holds no prompt embeddings")
+            raise UserError(f"{path} holds no prompt embeddings")
         return cls(arrays)
 
     def to_file(self, path: str | Path) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from .suites import main
+
+sys.exit(main())

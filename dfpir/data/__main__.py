@@ -1,0 +1,5 @@
+import sys
+
+from .datasets import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""Degradations: the registry of degradation types and the synthetic models that make them.
+
+:mod:`~dfpir.degradations.registry` holds one row per type (name, prompt texts, the original's
+id, synthetic generator, noise sigma); :mod:`~dfpir.degradations.synthetic` holds the generators.
+"""
+
+from .registry import (
+    DEGRADATIONS,
+    Degradation,
+    DegradeFn,
+    degrade,
+    get_degradation,
+    noise_names,
+    register_degradation,
+    synthesizer,
+    synthetic_names,
+)
+from .synthetic import *  # noqa: F403 - the generators are this package's vocabulary too
+from .synthetic import __all__ as _synthetic_all
+
+__all__ = [
+    "DEGRADATIONS",
+    "Degradation",
+    "DegradeFn",
+    "degrade",
+    "get_degradation",
+    "noise_names",
+    "register_degradation",
+    "synthesizer",
+    "synthetic_names",
+    *_synthetic_all,
+]

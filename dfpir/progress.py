@@ -1,0 +1,93 @@
+"""Progress for long work: a bar in a terminal, periodic log lines everywhere else.
+
+A progress bar that redraws itself is right for a person at a terminal and wrong for a log file
+or a CI job, where it either disappears (``disable=None``) or floods the file with carriage
+returns. :func:`progress` gives the bar when standard error is a terminal and, otherwise, one
+plain line every ``every`` seconds (and one at the end), so a long run is never silent.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from tqdm import tqdm
+
+#: Seconds between two log lines when standard error is not a terminal.
+LOG_EVERY = 30.0
+
+
+class LogLines:
+    """The part of ``tqdm``'s interface the commands use, printed as occasional plain lines.
+
+    Parameters
+    ----------
+    total : int or None
+        Units of work in all (``None``: unknown).
+    desc : str
+        What is being done ("restoring", "train"), the start of every line.
+    unit : str
+        The unit counted ("image", "tile", "step").
+    initial : int
+        Units already done (a resumed run).
+    every : float
+        Seconds between two lines.
+    file : text stream
+        Where the lines go (standard error by default).
+    """
+
+    def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
+                 every: float = LOG_EVERY, file: IO[str] | None = None) -> None:
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.every, self.file = every, file or sys.stderr
+        self.postfix = ""
+        self.start = self.last = time.monotonic()
+        self.start_n = initial
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more units; print a line if ``every`` seconds have passed since the last."""
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line(now)
+
+    def set_postfix(self, **values: Any) -> None:
+        """Values shown at the end of the next line (``loss=0.03``)."""
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def set_description(self, desc: str) -> None:
+        """Change what the lines say is being done."""
+        self.desc = desc
+
+    def _line(self, now: float) -> None:
+        done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        elapsed = now - self.start
+        rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
+        tail = f", {self.postfix}" if self.postfix else ""
+        print(f"{self.desc}: {done} {self.unit}s, {elapsed:.0f} s, {rate:.2f} {self.unit}/s{tail}", file=self.file, flush=True)
+
+    def close(self) -> None:
+        """Print the closing line (once)."""
+        if self.last is not None:
+            self._line(time.monotonic())
+            self.last = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "LogLines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress(total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
+             disable: bool = False, every: float = LOG_EVERY, file: IO[str] | None = None) -> "tqdm | LogLines":
+    """A progress bar on a terminal, else :class:`LogLines`; both count with ``update(n)``.
+
+    ``disable`` silences it altogether (the other processes of a distributed run).
+    """
+    stream = file or sys.stderr
+    if disable or stream.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=disable, file=stream, dynamic_ncols=True)
+    return LogLines(total, desc, unit, initial, every, stream)

@@ -1,0 +1,3 @@
+"""Placeholder: re-exports while the package is split."""
+
+from .loop import main
