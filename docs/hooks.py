@@ -155,14 +155,17 @@ def on_page_markdown(markdown, page, config, files):
 
 # --------------------------------------------------------------------------- API pages
 
-API_MARKER = re.compile(r"^<!-- api: (\w+) -->[ \t]*$", re.MULTILINE)
+API_MARKER = re.compile(r"^<!-- api: ([\w.]+) -->[ \t]*$", re.MULTILINE)
 # Modules in reading order (the model first, the tools after); modules not listed follow in
-# alphabetical order, so a new module is documented without touching the docs.
+# alphabetical order, so a new module is documented without touching the docs. A page documents
+# one package's own modules; its sub-packages have pages of their own.
 API_ORDER = {
-    "dfpir": ["config", "network", "dgpb", "perturbation", "masked_attention", "attention", "feedforward",
-              "layernorm", "transformer", "prompts", "checkpoint", "official", "convert", "classifier",
-              "degradations", "data", "images", "tiling", "runner", "restore", "evaluate", "metrics", "train",
-              "trainconfig", "demo", "summary", "errors"],
+    "dfpir": ["checkpoint", "official", "convert", "restore", "evaluate", "images", "metrics", "demo", "summary",
+              "errors", "files", "progress"],
+    "dfpir.model": ["config", "network", "dgpb", "perturbation", "masked_attention", "attention", "feedforward",
+                    "layernorm", "transformer", "prompts", "classifier", "fused"],
+    "dfpir.degradations": ["registry", "synthetic"],
+    "dfpir.inference": ["runner", "tiling", "speed"],
     "reference": ["network", "dgpb", "perturbation", "masked_attention", "attention", "feedforward", "layernorm",
                   "transformer", "conv", "pixel_shuffle", "activations", "margins"],
 }
@@ -170,14 +173,15 @@ API_ORDER = {
 
 def public_modules(package: str) -> list[str]:
     """``package``'s public modules (files not starting with ``_``), in :data:`API_ORDER` order."""
-    names = sorted(p.stem for p in (ROOT / package).glob("*.py") if not p.stem.startswith("_"))
+    folder = ROOT.joinpath(*package.split("."))
+    names = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
     order = API_ORDER.get(package, [])
     return [n for n in order if n in names] + [n for n in names if n not in order]
 
 
 def _api(match: re.Match) -> str:
     package = match.group(1)
-    if not (ROOT / package / "__init__.py").is_file():
+    if not ROOT.joinpath(*package.split("."), "__init__.py").is_file():
         raise PluginError(f"API marker: no package {package!r}")
     blocks = [f"::: {package}\n    options:\n      members: false\n      show_source: false\n"]
     blocks += [f"::: {package}.{name}\n" for name in public_modules(package)]

@@ -270,7 +270,8 @@ def public_objects():
     """``(qualified name, object)`` of every public function, class and method of both packages."""
     for package in PACKAGES:
         root = importlib.import_module(package)
-        modules = [package] + [f"{package}.{m.name}" for m in pkgutil.iter_modules(root.__path__) if not m.name.startswith("_")]
+        found = pkgutil.walk_packages(root.__path__, prefix=f"{package}.")  # sub-packages too (never a __main__)
+        modules = [package] + [m.name for m in found if not any(part.startswith("_") for part in m.name.split("."))]
         for name in modules:
             module = importlib.import_module(name)
             yield name, module
