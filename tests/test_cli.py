@@ -22,7 +22,7 @@ def test_an_unknown_option_is_one_line_naming_the_help(module, capsys):
 
 @pytest.mark.parametrize("argv", [["bench", "--size", "x"], ["check", "--layout", "nope"]])
 def test_subcommands_use_the_same_one_line_errors(argv, capsys):
-    import dfpir.data.datasets as data
+    from dfpir import data
 
     with pytest.raises(SystemExit):
         data.main(argv)

@@ -14,7 +14,8 @@ import torch
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
-import dfpir.data.datasets as data
+from dfpir import data
+from dfpir.data.bench import bench
 from dfpir.degradations import synthetic_names
 from dfpir.errors import UserError
 
@@ -395,6 +396,42 @@ def test_check_reports_unreadable_and_mismatched_files(tmp_path, capsys):
     assert "no input:" in out and "lonely.png" in out
 
 
+def test_check_counts_every_conversion_reading_makes(tmp_path, capsys):
+    folder = tmp_path / "clean"
+    pixels = write(folder / "rgb.png")
+    iio.imwrite(folder / "grey.png", pixels[..., 0])
+    PILImage.fromarray(pixels).convert("P").save(folder / "palette.png")
+    png16_rgb(folder / "deep.png", pixels.astype(np.uint16) * 257)
+    rgba = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
+    iio.imwrite(folder / "opaque.png", rgba)
+    rgba[0, 0, 3] = 0
+    iio.imwrite(folder / "cutout.png", rgba)
+    [row] = data.check("clean", folder, patch_size=PATCH)
+    found = {Path(c.split(": ")[0]).name: c.split(": ", 1)[1] for c in row.converted}
+    assert found == {"grey.png": "grey -> RGB", "palette.png": "palette -> RGB", "deep.png": "16-bit -> float",
+                     "opaque.png": "opaque alpha dropped", "cutout.png": "alpha dropped (1 of 1920 pixels not opaque)"}
+    assert row.usable and not row.unreadable
+    assert data.main(["check", str(folder), "--layout", "clean", "--patch-size", str(PATCH)]) == 0
+    table_row = capsys.readouterr().out.splitlines()[2].split()
+    assert table_row[-3:] == ["5", "0", "ok"], "5 converted, 0 small"
+
+
+@pytest.mark.parametrize("layout", ["clean", "paired"])
+def test_check_flags_small_images_for_training_splits_only(tmp_path, layout):
+    for name, size in (("small.png", (20, 24)), ("big.png", (40, 48))):
+        if layout == "clean":
+            write(tmp_path / name, size=size)
+        else:
+            make_pairs(tmp_path / "input", tmp_path / "target", [(name, name)], size=size)
+    options = {"degradation": "rain"} if layout == "paired" else {}
+    small = (tmp_path / "input" if layout == "paired" else tmp_path) / "small.png"
+    for split, flagged in (("train", 1), ("val", 1), ("test", 0)):  # a test image is restored whole
+        [row] = data.check(layout, tmp_path, split, patch_size=PATCH, **options)
+        assert row.count == 2 and row.usable
+        assert len(row.small) == flagged, split
+        assert all(s.startswith(f"{small}: 24x20 is smaller than the 32 patch") for s in row.small)
+
+
 def test_check_five_task_reports_every_task(paper, capsys):
     assert data.main(["check", str(paper), "--layout", "5task", "--patch-size", str(PATCH)]) == 0
     out = capsys.readouterr().out
@@ -418,7 +455,7 @@ def test_bench_runs_small():
     import io
 
     buf = io.StringIO()
-    res = data.bench(size=16, batch=2, repeats=1, workers=[0], model=None, out=buf)
+    res = bench(size=16, batch=2, repeats=1, workers=[0], model=None, out=buf)
     assert set(res) == set(synthetic_names()) | {"loader0"} and all(v > 0 for v in res.values())
     assert "patches/s" in buf.getvalue()
 

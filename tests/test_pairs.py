@@ -8,7 +8,7 @@ import torch
 
 import dfpir
 from dfpir import evaluate
-import dfpir.data.datasets as data
+from dfpir import data
 from dfpir.degradations import degrade
 from dfpir.images import read_image, write_image
 from dfpir.data.pairs import pair_generator

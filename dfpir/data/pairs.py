@@ -23,24 +23,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..degradations import degrade, synthetic_names
 from ..errors import UserError
-
 from ..files import check_output_folder
 from ..images import Image, read_image, write_image
+from .patches import item_rng, torch_generator
 
 
 def pair_generator(seed: int, photo: str, degradation: str) -> torch.Generator:
     """The generator of one (photo, degradation), keyed like the datasets' items
-    (:func:`dfpir.data.item_rng`): stable across runs, Python versions and machines."""
-    from .datasets import item_rng, torch_generator
-
+    (:func:`~dfpir.data.patches.item_rng`): stable across runs, Python versions and machines."""
     return torch_generator(item_rng(seed, zlib.crc32(photo.encode()), zlib.crc32(degradation.encode())))
 
 
 def degrade_image(image: Image, degradation: str, generator: torch.Generator) -> Image:
     """``image`` degraded by the registry function ``degradation``, as an RGB image of its bit depth."""
-    from ..degradations import degrade
-
     clean = torch.from_numpy(np.ascontiguousarray(image.rgb.transpose(2, 0, 1)))[None]  # (1, 3, H, W)
     out = degrade(clean, [degradation], generator).clamp(0, 1)
     rgb = out[0].permute(1, 2, 0).numpy()  # (H, W, 3)
@@ -68,8 +65,6 @@ def make_pairs(sources: Sequence[Path], degradations: Sequence[str], outdir: Pat
     Every clean image is read once before anything is written, so an unreadable one stops the
     run with nothing half done.
     """
-    from ..degradations import synthetic_names
-
     degradations = list(dict.fromkeys(degradations))  # each once, in the order given
     unknown = [d for d in degradations if d not in synthetic_names()]
     if unknown:

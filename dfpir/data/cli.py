@@ -1,0 +1,100 @@
+"""``python -m dfpir.data``: check data folders, benchmark the data pipeline, write test pairs.
+
+Command line::
+
+    python -m dfpir.data check ROOT --layout rain100l --split train
+    python -m dfpir.data bench
+    python -m dfpir.data degrade CLEAN -o OUT    # test pairs from your own photos (dfpir.data.pairs)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..degradations import synthetic_names
+from ..errors import CommandParser, UserError, check_at_least, cli_main
+from ..model.config import PRESETS
+from .bench import bench
+from .checker import check, format_check
+from .layouts import LAYOUTS
+from .pairs import make_pairs
+from .photos import list_images
+
+
+def _parser() -> CommandParser:
+    parser = CommandParser(prog="python -m dfpir.data", description="Check data folders, benchmark the data pipeline, or write degraded copies of clean photos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="count, pair and read every file of a layout; exit 1 if unusable")
+    c.add_argument("root", nargs="?", help="the data set's folder (not for --layout builtin)")
+    c.add_argument("--layout", required=True, choices=list(LAYOUTS))
+    c.add_argument("--split", default="train", choices=["train", "val", "test"])
+    c.add_argument("--patch-size", type=int, default=128)
+    c.add_argument("--degradation", help="paired layout: the pairs' degradation")
+    c.add_argument("--name-rule", help="input-to-target stem rule 'PATTERN=>REPLACEMENT'")
+    c.add_argument("--input-dir", default="input")
+    c.add_argument("--target-dir", default="target")
+    c.add_argument("--limit", type=int, help="read at most N files per task")
+    b = sub.add_parser("bench", help="patches per second of each degradation, the loader and a model step")
+    b.add_argument("--size", type=int, default=128)
+    b.add_argument("--batch", type=int, default=16)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--workers", type=int, nargs="*", default=[0, 2])
+    b.add_argument("--model", default="tiny", help="config preset whose train step to time, or 'none'")
+    b.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    g = sub.add_parser("degrade", help="write degraded copies of your clean images, to evaluate on (OUT/<degradation>/<name>.png)")
+    g.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files or folders of them (not recursive)")
+    g.add_argument("-o", "--outdir", type=Path, required=True, help="output folder; one sub-folder per degradation")
+    g.add_argument("--degradations", nargs="+", default=synthetic_names(), help="default: every synthetic degradation (the seven)")
+    g.add_argument("--seed", type=int, default=0, help="base seed (each photo and degradation has its own stream)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    if args.limit is not None:
+        check_at_least("--limit", args.limit, 1, "files read per task")
+    check_at_least("--patch-size", args.patch_size, 1)
+    if args.root is not None and not Path(args.root).is_dir():
+        raise UserError(f"{args.root}: {'is a file, not a folder' if Path(args.root).exists() else 'folder not found'}")
+    rows = check(args.layout, args.root, args.split, args.patch_size, args.limit, degradation=args.degradation,
+                 name_rule=args.name_rule, input_dir=args.input_dir, target_dir=args.target_dir)
+    print(format_check(rows))
+    return 0 if all(r.usable for r in rows) else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # Every value is checked before any timing runs: a typo must not cost a minute of benchmarking.
+    for name, value in (("--size", args.size), ("--batch", args.batch), ("--repeats", args.repeats)):
+        check_at_least(name, value, 1)
+    if args.threads is not None:
+        check_at_least("--threads", args.threads, 1)
+    if args.workers:
+        check_at_least("--workers", min(args.workers), 0)
+    if args.model != "none" and args.model not in PRESETS:
+        raise UserError(f"unknown --model {args.model!r}; choose one of: {', '.join(PRESETS)}, none")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench(args.size, args.batch, args.repeats, args.workers, None if args.model == "none" else args.model)
+    return 0
+
+
+def _degrade(args: argparse.Namespace) -> int:
+    sources = [p for spec in args.inputs for p in (list_images(spec) if Path(spec).is_dir() else [Path(spec)])]
+    missing = [p for p in sources if not p.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such image file or folder")
+    count = make_pairs(sources, args.degradations, args.outdir, args.seed, args.overwrite)
+    clean = args.inputs[0] if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else "CLEAN"
+    print(f"wrote {count} images to {args.outdir}/<degradation>/; score a model on all of them with: "
+          f"python -m dfpir.evaluate --input {args.outdir} --target {clean}")
+    return 0
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dfpir.data {check,bench,degrade}``; returns the exit code (1: ``check`` found unusable data)."""
+    args = _parser().parse_args(argv)
+    return {"check": _check, "bench": _bench, "degrade": _degrade}[args.command](args)
