@@ -1,20 +1,25 @@
 """Our checkpoint format: one safetensors file with the weights, the config and the prompt bank.
 
 Layout: tensors ``model.<name>`` (the state dict) and ``prompt.<degradation>`` (the bank), and
-string metadata ``format=dfpir``, ``format_version``, ``config`` (JSON) and ``prompt_texts``
-(JSON). No pickle anywhere, so loading a checkpoint can never run code.
+string metadata ``format=dfpir``, ``format_version``, ``config`` (JSON), ``prompt_texts`` (JSON)
+and ``prompt_order`` (JSON: the bank's order). No pickle anywhere, so loading a checkpoint can
+never run code. Saving is deterministic: the same model gives the same bytes in any process.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_save
 
 from .errors import UserError
 from .files import atomic_write
+from .model.classifier import DegradationClassifier
 from .model.config import DFPIRConfig
 from .model.network import DFPIR
 from .model.prompts import PromptBank
@@ -27,14 +32,38 @@ class CheckpointError(UserError):
     """A file that is not a usable dfpir checkpoint (the message says why and what to do)."""
 
 
+def name_some(names: Iterable[str], shown: int = 5) -> str:
+    """``'a', 'b', 'c' and 4 more``: every name when there are few, else the first ``shown`` and a count."""
+    names = list(names)
+    listed = ", ".join(repr(n) for n in names[:shown])
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file whose bytes depend only on ``tensors`` and ``metadata``.
+
+    safetensors writes its metadata from a Rust ``HashMap``, whose order changes from call to
+    call, so two saves of one model would differ. The header is rewritten here with sorted keys
+    (its offsets are relative to the data, which stays as safetensors laid it out) and padded
+    with spaces to a multiple of 8 bytes, as safetensors pads it.
+    """
+    raw = safetensors_save(dict(tensors), metadata=dict(metadata))
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    sorted_header = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    sorted_header += b" " * (-len(sorted_header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(sorted_header)))
+        f.write(sorted_header)
+        f.write(memoryview(raw)[8 + length :])
+
+
 def save(model: DFPIR, path: str | Path, extra_metadata: Mapping[str, str] | None = None, extra_tensors: Mapping[str, torch.Tensor] | None = None) -> None:
     """Write ``model`` to ``path`` (atomically).
 
     ``extra_tensors`` (e.g. a degradation classifier) are stored under their own names, which must
     not start with ``model.`` or ``prompt.``.
     """
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"prompt.{n}": torch.from_numpy(v.copy()) for n, v in model.prompts.embeddings.items()})
     for k, v in (extra_tensors or {}).items():
@@ -44,18 +73,16 @@ def save(model: DFPIR, path: str | Path, extra_metadata: Mapping[str, str] | Non
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": json.dumps(model.config.to_dict()),
-        "prompt_texts": json.dumps(model.prompts.texts),
-        "prompt_order": json.dumps(model.prompts.names),  # safetensors sorts its keys
+        "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "prompt_texts": json.dumps(model.prompts.texts, sort_keys=True),
+        "prompt_order": json.dumps(model.prompts.names),  # the bank's order: safetensors sorts tensor names
         **(extra_metadata or {}),
     }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: write_safetensors(tmp, tensors, metadata))
 
 
 def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a dfpir checkpoint, with one-line errors for anything else."""
-    from safetensors import safe_open
-
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give the weights file (.safetensors) inside it")
@@ -103,26 +130,31 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
     model = DFPIR(config, prompts=bank)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = model.state_dict()
+    unexpected = [name for name in state if name not in expected]
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected weights for the {config.preset} architecture: {name_some(unexpected)}")
     for name, value in state.items():
-        if name not in expected:
-            raise CheckpointError(f"{path}: unexpected weight {name!r} for the {config.preset} architecture")
         if value.shape != expected[name].shape:
             raise CheckpointError(f"{path}: weight {name!r} has shape {tuple(value.shape)}, the config needs {tuple(expected[name].shape)}")
     missing = [k for k in expected if k not in state]
     if missing:
-        raise CheckpointError(f"{path}: missing weight {missing[0]!r} ({len(missing)} in all)")
+        raise CheckpointError(f"{path}: {len(missing)} missing weight(s): {name_some(missing)}")
     model.load_state_dict(state)
     return model.to(device).eval()
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     """The degradation classifier stored beside the model by ``dfpir.train``, or ``None``."""
-    from .model.classifier import DegradationClassifier
-
     tensors, metadata = read(path)
     if "classifier_classes" not in metadata:
         return None
-    clf = DegradationClassifier(json.loads(metadata["classifier_classes"]))
+    try:
+        classes = json.loads(metadata["classifier_classes"])
+    except ValueError:
+        raise CheckpointError(f"{path}: the classifier's classes are not valid JSON") from None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: the classifier's classes must be a list of degradation names")
+    clf = DegradationClassifier(classes)
     state = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
     try:
         clf.load_state_dict(state)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
+from .checkpoint import name_some
 from .errors import UserError
 from .model.config import DFPIRConfig
 from .model.network import DFPIR
@@ -82,25 +85,57 @@ def official_config(
     LayerNorm_type: str = "WithBias",  # noqa: N803 - the original's spelling
     **ours: Any,
 ) -> DFPIRConfig:
-    """Our config from the original constructor's keyword arguments (plus any of our own fields)."""
-    return DFPIRConfig(
-        dim=dim,
-        num_blocks=tuple(num_blocks),
-        num_refinement_blocks=num_refinement_blocks,
-        heads=tuple(heads),
-        ffn_expansion_factor=ffn_expansion_factor,
-        bias=bias,
-        layernorm_type=LayerNorm_type,
-        **ours,
-    )
+    """Our config from the original constructor's keyword arguments (plus any of our own fields).
+
+    Raises
+    ------
+    OfficialCheckpointError
+        For an argument that neither the original nor :class:`DFPIRConfig` knows, or a value of
+        the wrong kind; a ``UserError`` from :class:`DFPIRConfig` for values it cannot build.
+    """
+    unknown = sorted(set(ours) - {f.name for f in dataclasses.fields(DFPIRConfig)})
+    if unknown:
+        known = ", ".join([*OFFICIAL_DEFAULTS, "guidance", "keep_ratio", "prompt_dim"])
+        raise OfficialCheckpointError(f"unknown constructor argument(s) {name_some(unknown)}; known: {known}")
+    try:
+        return DFPIRConfig(
+            dim=dim,
+            num_blocks=tuple(num_blocks),
+            num_refinement_blocks=num_refinement_blocks,
+            heads=tuple(heads),
+            ffn_expansion_factor=ffn_expansion_factor,
+            bias=bias,
+            layernorm_type=LayerNorm_type,
+            **ours,
+        )
+    except UserError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. heads=["a"]: DFPIRConfig's int() refuses it
+        raise OfficialCheckpointError(f"invalid constructor arguments: {exc}") from None
+
+
+def as_tensors(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict with NumPy arrays made tensors; anything that is not an array is refused by name."""
+    tensors: dict[str, torch.Tensor] = {}
+    bad: list[str] = []
+    for name, value in state_dict.items():
+        try:
+            tensors[name] = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):  # a string, an object array, ...
+            bad.append(name)
+    if bad:
+        raise OfficialCheckpointError(f"the state dict holds values that are not arrays: {name_some(bad)}")
+    return tensors
 
 
 def infer_official_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Recover the original constructor's arguments from the shapes in an official state dict."""
-    sd = strip_wrappers(state_dict)
-    if "patch_embed.proj.weight" not in sd:
-        raise OfficialCheckpointError("missing key 'patch_embed.proj.weight': not a DFPIR/Restormer state dict")
-    dim = int(sd["patch_embed.proj.weight"].shape[0])
+    sd = strip_wrappers(as_tensors(state_dict))
+    embed = sd.get("patch_embed.proj.weight")
+    if embed is None or embed.ndim != 4 or embed.shape[0] == 0:
+        problem = "missing key" if embed is None else f"key of shape {tuple(embed.shape)}, not a convolution's,"
+        raise OfficialCheckpointError(f"{problem} 'patch_embed.proj.weight': not a DFPIR/Restormer state dict")
+    dim = int(embed.shape[0])
 
     def count(prefix: str) -> int:
         idx = {int(m.group(1)) for k in sd if (m := re.match(rf"^{prefix}\.(\d+)\.", k))}
@@ -108,9 +143,9 @@ def infer_official_kwargs(state_dict: Mapping[str, torch.Tensor]) -> dict[str, A
 
     def heads(prefix: str) -> int:
         key = f"{prefix}.0.attn.temperature"
-        return int(sd[key].shape[0]) if key in sd else 1
+        return int(sd[key].shape[0]) if key in sd and sd[key].ndim else 1
 
-    widths = [(int(v.shape[0]), int(v.shape[1])) for k, v in sd.items() if k.endswith("ffn.project_out.weight") and v.ndim == 4]
+    widths = [(int(v.shape[0]), int(v.shape[1])) for k, v in sd.items() if k.endswith("ffn.project_out.weight") and v.ndim == 4 and v.shape[0]]
     return dict(
         dim=dim,
         num_blocks=[count("encoder_level1"), count("encoder_level2"), count("encoder_level3"), count("latent")],
@@ -157,23 +192,36 @@ def expansion_factor(widths: Sequence[tuple[int, int]], default: float = 2.66) -
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: DFPIR) -> dict[str, torch.Tensor]:
-    """Rename an official state dict to ``model``'s names, checking every key and shape."""
+    """Rename an official state dict to ``model``'s names, checking every key and shape.
+
+    Raises
+    ------
+    OfficialCheckpointError
+        Naming every unexpected key, wrong shape and missing key (the first few of each and a
+        count), in one line.
+    """
     ours = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
-    for name, value in strip_wrappers(state_dict).items():
+    unexpected, reshaped, present = [], [], set()
+    for name, value in strip_wrappers(as_tensors(state_dict)).items():
         new = official_to_ours(name)
+        present.add(new)
         if new not in ours:
-            raise OfficialCheckpointError(f"unexpected key {name!r}: it has no place in this architecture (check the config)")
-        if not isinstance(value, torch.Tensor):
-            raise OfficialCheckpointError(f"key {name!r} is not a tensor")
-        if tuple(value.shape) != tuple(ours[new].shape):
-            raise OfficialCheckpointError(
-                f"key {name!r} has shape {tuple(value.shape)}, this architecture needs {tuple(ours[new].shape)}"
-            )
-        converted[new] = value
-    missing = [k for k in ours if k not in converted]
+            unexpected.append(name)
+        elif tuple(value.shape) != tuple(ours[new].shape):
+            reshaped.append(f"key {name!r} has shape {tuple(value.shape)}, this architecture needs {tuple(ours[new].shape)}")
+        else:
+            converted[new] = value
+    missing = [k for k in ours if k not in present]
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected key(s) with no place in this architecture: {name_some(unexpected)}")
+    if reshaped:
+        problems.append(", ".join(reshaped[:3]) + (f" and {len(reshaped) - 3} more of the wrong shape" if len(reshaped) > 3 else ""))
     if missing:
-        raise OfficialCheckpointError(f"missing key for {missing[0]!r} ({len(missing)} missing in all)")
+        problems.append(f"{len(missing)} missing key(s) (our names): {name_some(missing)}")
+    if problems:
+        raise OfficialCheckpointError("; ".join(problems) + " (check the config)")
     return converted
 
 
@@ -204,27 +252,79 @@ def from_official(
     DFPIR
         ``model(image, prompt)`` reproduces the original's output.
     """
-    tensors = {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in state_dict.items()}
     config = official_config(**{**OFFICIAL_DEFAULTS, **kwargs}, guidance=guidance)
+    if prompts is not None and prompts.names and prompts.dim != config.prompt_dim:
+        raise OfficialCheckpointError(f"the prompt embeddings have width {prompts.dim}, the model needs {config.prompt_dim}")
     model = DFPIR(config, prompts=prompts)
-    model.load_state_dict(convert_state_dict(tensors, model))
+    model.load_state_dict(convert_state_dict(state_dict, model))
     return model.eval()
 
 
+def looks_like(head: bytes) -> str | None:
+    """What a file that is not a PyTorch checkpoint seems to be, from its first bytes; ``None``
+    for the containers ``torch.save`` writes (a zip archive, or a pickle before PyTorch 1.6)."""
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return None
+    if head[257:262] == b"ustar":  # the tar container of the oldest torch.save
+        return None
+    signatures = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"II*\x00": "a TIFF image",
+                  b"MM\x00*": "a TIFF image", b"\x93NUMPY": "a NumPy .npy array", b"\x1f\x8b": "a gzip file"}
+    for magic, kind in signatures.items():
+        if head.startswith(magic):
+            return kind
+    if len(head) > 9 and head[8:10] == b'{"':  # 8-byte header length, then JSON
+        return "a safetensors file (if it is a dfpir checkpoint, use it directly)"
+    return "empty" if not head else "neither the zip archive nor the pickle that torch.save writes"
+
+
 def load_official_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a released ``.pth``/``.pth.tar``/``.ckpt`` safely (``weights_only=True``: no code runs)."""
+    """Read a released ``.pth``/``.pth.tar``/``.ckpt`` safely (``weights_only=True``: no code runs).
+
+    Raises
+    ------
+    OfficialCheckpointError
+        In one line, for a file that is not a PyTorch checkpoint (saying what it looks like), one
+        that asks to run code or build objects on loading (naming them), and one that holds
+        anything but a state dict of tensors (at the top or under ``"state_dict"``).
+    """
     path = Path(path)
     if path.is_dir():
         raise OfficialCheckpointError(f"{path} is a folder; give the checkpoint file (.pth, .pth.tar or .ckpt)")
     if not path.is_file():
         raise OfficialCheckpointError(f"checkpoint not found: {path}")
     try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise OfficialCheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    kind = looks_like(head)
+    if kind is not None:
+        raise OfficialCheckpointError(f"{path} is not a PyTorch checkpoint: it is {kind}")
+    try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        # torch's message advises loading with weights_only=False, i.e. running the file's code:
+        # we never do, and never repeat that advice; only what it refused is worth passing on.
+        refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        if refused:
+            what = f"code or objects ({refused.group(1)})"
+        elif detail and "weights_only" not in detail.group(1):
+            what = f"a pickle ({detail.group(1).strip().rstrip('.')})"
+        else:
+            what = "a pickle"
+        raise OfficialCheckpointError(
+            f"{path} holds {what} that a safe load refuses; dfpir never unpickles code, "
+            "so the checkpoint must hold only tensors (a state dict)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a damaged archive or pickle fails in many types
+        reason = next((line for line in str(exc).strip().splitlines() if "weights_only" not in line), "") or type(exc).__name__
         raise OfficialCheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise OfficialCheckpointError(f"{path} does not hold a state dict of tensors")
+    if not isinstance(obj, dict):
+        raise OfficialCheckpointError(f"{path} does not hold a state dict of tensors: it holds a {type(obj).__name__}")
+    others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise OfficialCheckpointError(f"{path} does not hold a state dict of tensors (not tensors: {name_some(others)})")
     return obj

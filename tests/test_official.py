@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 import dfpir
+from dfpir.errors import UserError
 from dfpir.official import OfficialCheckpointError, infer_official_kwargs, official_config, official_to_ours
 
 from .helpers import FIXTURE, load_fixture, to_official_names
@@ -104,9 +107,10 @@ def test_wrapper_prefixes_are_stripped(fixture):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda sd: sd.pop("output.weight"), "missing key"),
-        (lambda sd: sd.__setitem__("bogus.weight", np.zeros(3, np.float32)), "unexpected key 'bogus.weight'"),
+        (lambda sd: sd.pop("output.weight"), "1 missing key.* 'output.weight'"),
+        (lambda sd: sd.__setitem__("bogus.weight", np.zeros(3, np.float32)), "unexpected key.*: 'bogus.weight'"),
         (lambda sd: sd.__setitem__("output.weight", np.zeros((3, 4, 3, 3), np.float32)), "key 'output.weight' has shape"),
+        (lambda sd: sd.__setitem__("output.weight", "weights"), "not arrays: 'output.weight'"),
     ],
 )
 def test_bad_state_dicts_name_the_key(fixture, mutate, message):
@@ -152,3 +156,51 @@ def test_expansion_factor_prefers_the_default_then_the_shortest_decimal():
     assert expansion_factor([]) == 2.66
     with pytest.raises(OfficialCheckpointError, match="fit no single ffn_expansion_factor"):
         expansion_factor([(48, 129), (96, 200)])
+
+
+TINY = dict(dim=16, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8])
+
+
+def tiny_official() -> dict:
+    torch.manual_seed(0)
+    return to_official_names(dfpir.DFPIR(official_config(**TINY)).state_dict())
+
+
+def test_every_problem_of_a_state_dict_is_named_in_one_line():
+    sd = tiny_official()
+    removed = [k for k in sd if k.startswith("refinement.")]
+    for key in removed:
+        del sd[key]
+    sd["bogus.weight"] = torch.zeros(3)
+    sd["output.weight"] = torch.zeros(3, 4, 3, 3)
+    with pytest.raises(OfficialCheckpointError) as info:
+        dfpir.from_official(sd, **TINY)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "unexpected key(s) with no place in this architecture: 'bogus.weight'" in message
+    assert "key 'output.weight' has shape (3, 4, 3, 3), this architecture needs (3, 32, 3, 3)" in message
+    assert f"{len(removed)} missing key(s)" in message and f"and {len(removed) - 5} more" in message
+    assert all(repr(official_to_ours(k)) in message for k in removed[:5])  # the first five, by our names
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dims": 48}, "unknown constructor argument(s) 'dims'"),
+    ({"heads": ["a", 2, 4, 8]}, "invalid constructor arguments"),
+    ({"dim": 15}, "dim must be a positive even number"),
+])
+def test_bad_constructor_arguments_are_user_errors(kwargs, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        dfpir.from_official(tiny_official(), **{**TINY, **kwargs})
+
+
+def test_a_state_dict_whose_embedding_is_not_a_convolution_is_refused():
+    sd = tiny_official()
+    sd["patch_embed.proj.weight"] = torch.tensor(1.0)
+    with pytest.raises(OfficialCheckpointError, match="not a convolution's"):
+        infer_official_kwargs(sd)
+
+
+def test_prompts_of_the_wrong_width_are_refused():
+    bank = dfpir.PromptBank({"rain": np.ones(8, np.float32)})
+    with pytest.raises(OfficialCheckpointError, match="width 8, the model needs 512"):
+        dfpir.from_official(tiny_official(), prompts=bank, **TINY)

@@ -18,6 +18,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from ..degradations.registry import DEGRADATIONS
 from ..errors import UserError
@@ -76,6 +78,25 @@ class ClipTextEncoder:
         with torch.no_grad():
             tokens = self._clip.tokenize([text]).to(self.device)
             return self.model.encode_text(tokens).float()[0].cpu().numpy()
+
+
+def embedding_problems(arrays: Mapping[str, np.ndarray], dim: int | None = None) -> list[str]:
+    """``"name (what is wrong)"`` for every entry that is not a finite, non-zero vector of numbers
+    of width ``dim`` (default: the width most entries have)."""
+    vectors = {n: a for n, a in arrays.items() if a.ndim == 1 and (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer))}
+    widths = [len(a) for a in vectors.values()]
+    width = dim if dim is not None else max(set(widths), key=widths.count, default=0)
+    problems = []
+    for name, a in arrays.items():
+        if name not in vectors:
+            problems.append(f"{name} (shape {a.shape}, dtype {a.dtype}: not a vector of numbers)")
+        elif len(a) != width:
+            problems.append(f"{name} (width {len(a)}, {'the model needs' if dim is not None else 'the others have'} {width})")
+        elif not np.isfinite(a).all():
+            problems.append(f"{name} (NaN or infinite values)")
+        elif not a.any():
+            problems.append(f"{name} (all zeros: no channel order can be read from it)")
+    return problems
 
 
 class PromptBank:
@@ -141,8 +162,19 @@ class PromptBank:
         return cls({n: encoder(t) for n, t in texts.items()}, texts)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PromptBank":
-        """Load ``name -> vector`` from ``.npz`` or ``.safetensors`` (e.g. CLIP text features)."""
+    def from_file(cls, path: str | Path, dim: int | None = None) -> "PromptBank":
+        """Load ``name -> vector`` from ``.npz`` or ``.safetensors`` (e.g. CLIP text features).
+
+        Every entry must be a finite, non-zero vector of numbers, all of one width (``dim`` when
+        given): a zero vector has no channel order (its argsort is arbitrary). The names keep the
+        file's order, and a ``.safetensors`` file's ``texts`` metadata (written by
+        :meth:`to_file`) is kept too.
+
+        Raises
+        ------
+        UserError
+            One line naming the file and every unusable entry with its problem.
+        """
         path = Path(path)
         if not path.is_file():
             raise UserError(f"prompt embedding {'path is a folder' if path.is_dir() else 'file not found'}: {path}")
@@ -150,12 +182,13 @@ class PromptBank:
             raise UserError(f"{path}: prompt embeddings must be an .npz or .safetensors file of name -> vector")
         if path.suffix == ".npz" and not zipfile.is_zipfile(path):
             raise UserError(f"cannot read prompt embeddings from {path}: not an .npz archive (numpy.savez writes one)")
+        texts: object = {}
         try:
             if path.suffix == ".safetensors":
-                from safetensors import safe_open
-
                 with safe_open(str(path), framework="np") as f:
-                    names = json.loads((f.metadata() or {}).get("names", "[]"))
+                    metadata = f.metadata() or {}
+                    names = json.loads(metadata.get("names", "[]"))
+                    texts = json.loads(metadata.get("texts", "{}"))
                     keys = [n for n in names if n in f.keys()] + sorted(k for k in f.keys() if k not in names)
                     arrays = {k: f.get_tensor(k) for k in keys}
             else:
@@ -165,14 +198,17 @@ class PromptBank:
             raise UserError(f"cannot read prompt embeddings from {path}: {exc}") from None
         if not arrays:
             raise UserError(f"{path} holds no prompt embeddings")
-        return cls(arrays)
+        if not (isinstance(texts, dict) and all(isinstance(t, str) for t in texts.values())):
+            raise UserError(f"{path}: its 'texts' metadata must map names to prompt texts")
+        problems = embedding_problems(arrays, dim)
+        if problems:
+            raise UserError(f"{path}: unusable prompt embeddings: {'; '.join(problems)}")
+        return cls(arrays, {n: t for n, t in texts.items() if n in arrays})
 
     def to_file(self, path: str | Path) -> None:
         """Write the bank as ``.npz`` or ``.safetensors`` (by suffix)."""
         path = Path(path)
         if path.suffix == ".safetensors":
-            from safetensors.numpy import save_file
-
             metadata = {"texts": json.dumps(self.texts), "names": json.dumps(self.names)}  # keeps the order
             save_file(dict(self.embeddings), str(path), metadata=metadata)
         else:
