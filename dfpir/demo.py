@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .errors import CommandParser, UserError, check_at_least, cli_main
 from .metrics import psnr, ssim
+from .progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from .inference.runner import Restorer
@@ -72,7 +72,7 @@ def run_demo(weights: Path | None, out: Path, photos: int | None = None, precisi
 
     Restoration goes through :class:`dfpir.inference.runner.Restorer`, exactly as ``python -m dfpir.restore``.
     """
-    from .data.datasets import builtin_photos
+    from .data import builtin_photos
     from .inference.runner import Restorer
 
     if photos is not None:
@@ -114,7 +114,7 @@ def _degrade_restore_measure(restorer: Restorer, names: list[str], images: list[
 
     results: dict[str, dict] = {}
     gallery_rows, page = [], []
-    bar = tqdm(total=len(names) * len(images), desc="demo", dynamic_ncols=True)
+    bar = progress(len(names) * len(images), "demo", "image", summary=False)  # a bar, or log lines when not a terminal
     for d, name in enumerate(names):
         stats = {"input_psnr": [], "psnr": [], "input_ssim": [], "ssim": [], "auto_psnr": [], "classified": []}
         for i, (photo, clean) in enumerate(images):

@@ -28,6 +28,10 @@ Protocols (``--protocol``):
   cropped back). Under ``full`` the CBSD68 noise is drawn on the uncropped image, so it is a
   different (equally seeded) realisation.
 
+A file that cannot be scored (unreadable, a size that differs from its target's, too small for
+SSIM) is reported on one line on standard error and skipped; the table of the rest is printed,
+followed by the list of skipped files, and the exit code is 1 (2 for a usage error).
+
 Rows: ``input`` (the degraded input itself), ``DFPIR (oracle)`` (true degradation prompt, as the
 paper reports DFPIR), ``DFPIR (blind)`` (``--prompt blind|both``: the classifier stored in the
 weights picks the prompt; its accuracy is printed), and with ``--baseline`` a classical method
@@ -56,6 +60,7 @@ from .files import atomic_write, check_output_folder
 from .images import read_image
 from .metrics import SSIM_WINDOW, centre_crop_multiple, psnr, ssim
 from .inference.runner import PRECISIONS, Restorer, budget_bytes
+from .progress import TileProgress, progress
 
 COLUMNS = {  # benchmark -> (column label, task folder, degradation), in the paper's order
     "3task": [("SOTS", "dehaze", "haze"), ("Rain100L", "derain", "rain"), ("sigma 15", "denoise", "noise15"),
@@ -64,6 +69,7 @@ COLUMNS = {  # benchmark -> (column label, task folder, degradation), in the pap
               ("GoPro", "deblur", "blur"), ("LOL", "lowlight", "lowlight")],
 }
 ORACLE, BLIND, INPUT = "DFPIR (oracle)", "DFPIR (blind)", "input"
+SKIPPED_EXIT = 1  # the table was printed, but some files could not be scored
 
 
 @dataclass
@@ -77,12 +83,21 @@ class Sample:
 
 
 @dataclass
+class Skipped:
+    """A test file that could not be scored: the file and the one-line reason (which names it)."""
+
+    file: str
+    reason: str
+
+
+@dataclass
 class Column:
-    """One table column: a label, its true degradation and a way to produce its samples."""
+    """One table column: a label, its true degradation, a way to produce its samples and their number."""
 
     label: str
     degradation: str | None
-    samples: Callable[[], Iterator[Sample]]
+    samples: Callable[[], Iterator[Sample | Skipped]]
+    count: int | None = None
 
 
 @dataclass
@@ -92,6 +107,7 @@ class Results:
     scores: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     blind_hits: dict[str, list[bool]] = field(default_factory=dict)
     tiled: int = 0  # restorations done by tiles (they differ from whole-image ones, see dfpir.inference.tiling)
+    skipped: list[tuple[str, Skipped]] = field(default_factory=list)  # (column, file and reason)
 
     def add(self, row: str, column: str, pair: tuple[float, float]) -> None:
         """Record one image's (PSNR, SSIM)."""
@@ -126,8 +142,9 @@ def _crop(image: np.ndarray, protocol: str, path: Path) -> np.ndarray:
     return scored
 
 
-def paired_samples(pairs: list[tuple[Path, Path]], degradation: str | None, protocol: str) -> Iterator[Sample]:
-    """Samples from (input file, target file) pairs; sizes must agree.
+def paired_samples(pairs: list[tuple[Path, Path]], degradation: str | None, protocol: str) -> Iterator[Sample | Skipped]:
+    """Samples from (input file, target file) pairs; a pair that cannot be scored (unreadable,
+    sizes that disagree, too small) comes as :class:`Skipped`.
 
     Parameters
     ----------
@@ -139,10 +156,19 @@ def paired_samples(pairs: list[tuple[Path, Path]], degradation: str | None, prot
         ``official`` centre-crops both to a multiple of 16.
     """
     for src, tgt in pairs:
-        x, y = read_image(src).rgb, read_image(tgt).rgb
-        if x.shape != y.shape:
-            raise UserError(f"{src}: size {x.shape[:2]} differs from its target {tgt} {y.shape[:2]}")
-        yield Sample(src.name, _crop(x, protocol, src), _crop(y, protocol, tgt), degradation)
+        try:
+            sample = _pair(src, tgt, degradation, protocol)
+        except UserError as exc:
+            yield Skipped(str(src), str(exc))
+            continue
+        yield sample
+
+
+def _pair(src: Path, tgt: Path, degradation: str | None, protocol: str) -> Sample:
+    x, y = read_image(src).rgb, read_image(tgt).rgb
+    if x.shape != y.shape:
+        raise UserError(f"{src}: size {x.shape[:2]} differs from its target {tgt} {y.shape[:2]}")
+    return Sample(src.name, _crop(x, protocol, src), _crop(y, protocol, tgt), degradation)
 
 
 class NoiseStream:
@@ -156,38 +182,56 @@ class NoiseStream:
         ``official`` crops each clean image to a multiple of 16 before the noise is drawn.
     seed : int
         The original's ``np.random.seed(0)``.
+
+    Notes
+    -----
+    A clean image that cannot be used (unreadable, too small) draws no noise and comes out as
+    :class:`Skipped` at every sigma; the images after it then get a different realisation than
+    the original's (which would have stopped).
     """
 
     def __init__(self, clean: list[Path], protocol: str, seed: int = 0) -> None:
         self.clean, self.protocol = clean, protocol
         self.rng = np.random.RandomState(seed)
-        self.drawn: dict[int, list[np.ndarray]] = {}
+        self.drawn: dict[int, list[np.ndarray | None]] = {}
+        self.errors: dict[Path, str] = {}
 
-    def noisy(self, sigma: int) -> list[np.ndarray]:
-        """All noisy uint8 images at ``sigma``, drawing the earlier sigmas first if needed."""
+    def noisy(self, sigma: int) -> list[np.ndarray | None]:
+        """All noisy uint8 images at ``sigma`` (``None`` for a skipped image), drawing the earlier sigmas first if needed."""
         from .degradations.synthetic import gaussian_noise_uint8
 
         for s in (15, 25, 50):
             if s in self.drawn:
                 continue
-            self.drawn[s] = [gaussian_noise_uint8(self._clean_u8(p), s, self.rng) for p in self.clean]
+            self.drawn[s] = []
+            for path in self.clean:
+                clean = self._clean_u8(path)
+                self.drawn[s].append(None if clean is None else gaussian_noise_uint8(clean, s, self.rng))
             if s == sigma:
                 break
         return self.drawn[sigma]
 
-    def _clean_u8(self, path: Path) -> np.ndarray:
-        return _as_uint8(_crop(read_image(path).rgb, self.protocol, path))
+    def _clean_u8(self, path: Path) -> np.ndarray | None:
+        """The clean image as uint8, or ``None`` (the reason kept in ``errors``) when it cannot be used."""
+        try:
+            return _as_uint8(_crop(read_image(path).rgb, self.protocol, path))
+        except UserError as exc:
+            self.errors[path] = str(exc)
+            return None
 
-    def samples(self, degradation: str) -> Iterator[Sample]:
+    def samples(self, degradation: str) -> Iterator[Sample | Skipped]:
         """Noisy/clean samples at the degradation's sigma."""
         for path, noisy in zip(self.clean, self.noisy(get_degradation(degradation).sigma)):
-            clean = self._clean_u8(path).astype(np.float32) / 255
-            yield Sample(path.name, noisy.astype(np.float32) / 255, clean, degradation)
+            clean = None if noisy is None else self._clean_u8(path)
+            if clean is None:
+                yield Skipped(str(path), self.errors[path])
+                continue
+            yield Sample(path.name, noisy.astype(np.float32) / 255, clean.astype(np.float32) / 255, degradation)
 
 
 def benchmark_columns(benchmark: str, root: Path, protocol: str, limit: int | None) -> list[Column]:
     """The columns of a paper benchmark, with one-line errors for missing folders."""
-    from .data.datasets import scan
+    from .data import scan
 
     files = {f.task: f for f in scan(benchmark, root, split="test")}
     for f in files.values():
@@ -198,16 +242,16 @@ def benchmark_columns(benchmark: str, root: Path, protocol: str, limit: int | No
     columns = []
     for label, task, deg in COLUMNS[benchmark]:
         if task == "denoise":
-            columns.append(Column(label, deg, lambda d=deg: stream.samples(d)))
+            columns.append(Column(label, deg, lambda d=deg: stream.samples(d), len(clean)))
         else:
             pairs = files[task].pairs[:limit]
-            columns.append(Column(label, deg, lambda p=pairs, d=deg: paired_samples(p, d, protocol)))
+            columns.append(Column(label, deg, lambda p=pairs, d=deg: paired_samples(p, d, protocol), len(pairs)))
     return columns
 
 
 def paired_column(input_dir: Path, target_dir: Path, degradation: str, rule: str | None, protocol: str, limit: int | None) -> Column:
     """The single column of a paired-folder evaluation."""
-    from .data.datasets import NameRule, match_pairs
+    from .data import NameRule, match_pairs
 
     pairs, unpaired, _ = match_pairs(input_dir, target_dir, NameRule.parse(rule))
     if not pairs:
@@ -217,8 +261,8 @@ def paired_column(input_dir: Path, target_dir: Path, degradation: str, rule: str
         print(f"warning: {input_dir}: {len(unpaired)} of {len(pairs) + len(unpaired)} input files have no target in "
               f"{target_dir} (e.g. {examples}); they are skipped (see --name-rule)", file=sys.stderr)
     oracle = None if degradation == "auto" else degradation
-    label = degradation if oracle else input_dir.name
-    return Column(label, oracle, lambda: paired_samples(pairs[:limit], oracle, protocol))
+    label = degradation if oracle else f"auto ({input_dir.name})"  # blind: the reader must see the prompt was guessed
+    return Column(label, oracle, lambda: paired_samples(pairs[:limit], oracle, protocol), len(pairs[:limit]))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -247,19 +291,32 @@ def classical_baseline(sample: Sample) -> tuple[str, np.ndarray] | None:
 
 
 def evaluate_column(restorer: Restorer, column: Column, prompts: list[str], baseline: bool, results: Results) -> None:
-    """Score every sample of ``column`` for the input row and each prompt kind."""
-    for sample in tqdm(column.samples(), desc=column.label, unit="image", file=sys.stderr, disable=None):
-        results.add(INPUT, column.label, score(sample.input, sample.target))
-        for kind in prompts:
-            spec = sample.degradation if kind == "oracle" else "auto"
-            prompt = restorer.prompt(spec, sample.input)
-            if kind == "blind" and sample.degradation is not None:
-                results.blind_hits.setdefault(column.label, []).append(prompt.label == sample.degradation)
-            out, plan = restorer.restore(sample.input, prompt)
-            results.tiled += plan is not None
-            results.add(ORACLE if kind == "oracle" else BLIND, column.label, score(out, sample.target))
-        if baseline and (base := classical_baseline(sample)) is not None:
-            results.add(base[0], column.label, score(base[1], sample.target))
+    """Score every sample of ``column`` for the input row and each prompt kind; record (and
+    report on one line) the files that cannot be scored, and go on."""
+    with progress(column.count, column.label, "image", summary=False) as bar:
+        for sample in column.samples():
+            if isinstance(sample, Skipped):
+                results.skipped.append((column.label, sample))
+                tqdm.write(f"error: {sample.reason}; skipped", file=sys.stderr)
+            else:
+                evaluate_sample(restorer, column.label, sample, prompts, baseline, results)
+            bar.update(1)
+
+
+def evaluate_sample(restorer: Restorer, label: str, sample: Sample, prompts: list[str], baseline: bool, results: Results) -> None:
+    """Score one sample of column ``label``: the input, each prompt kind, the baseline."""
+    results.add(INPUT, label, score(sample.input, sample.target))
+    for kind in prompts:
+        spec = sample.degradation if kind == "oracle" else "auto"
+        prompt = restorer.prompt(spec, sample.input)
+        if kind == "blind" and sample.degradation is not None:
+            results.blind_hits.setdefault(label, []).append(prompt.label == sample.degradation)
+        with TileProgress(f"{label} {sample.name}") as tiles:
+            out, plan = restorer.restore(sample.input, prompt, progress=tiles)
+        results.tiled += plan is not None
+        results.add(ORACLE if kind == "oracle" else BLIND, label, score(out, sample.target))
+    if baseline and (base := classical_baseline(sample)) is not None:
+        results.add(base[0], label, score(base[1], sample.target))
 
 
 # --------------------------------------------------------------------------- tables
@@ -294,11 +351,21 @@ def _infinite_note(results: Results) -> list[str]:
     return [f"PSNR inf: {count} score(s) of an image exactly equal to its target; every mean including one is inf"]
 
 
+def skipped_lines(results: Results) -> list[str]:
+    """The files left out of the table, one line each (empty when none was)."""
+    if not results.skipped:
+        return []
+    head = f"skipped {len(results.skipped)} file(s), not in the table:"
+    return [head, *(f"  {column}: {item.reason}" for column, item in results.skipped)]
+
+
 def format_table(results: Results, labels: list[str], fmt: str, header: dict[str, str]) -> str:
-    """The paper-style table as ``text``, ``markdown``, ``csv`` or ``json``."""
+    """The paper-style table as ``text``, ``markdown``, ``csv`` or ``json``, with the skipped files
+    under it (CSV has no place for them: :func:`main` prints them on standard error)."""
     rows = table_rows(results, labels)
     if fmt == "json":
-        data = {"settings": header, "columns": labels, "blind_accuracy": _accuracy(results), "notes": _infinite_note(results), "rows": {
+        skipped = [{"column": column, "file": item.file, "reason": item.reason} for column, item in results.skipped]
+        data = {"settings": header, "columns": labels, "blind_accuracy": _accuracy(results), "notes": _infinite_note(results), "skipped": skipped, "rows": {
             row: {**{lab: None if c is None else {"psnr": _number(c[0]), "ssim": _number(c[1]), "images": c[2]} for lab, c in zip(labels, cells)},
                   "average": None if avg is None else {"psnr": _number(avg[0]), "ssim": _number(avg[1])}} for row, cells, avg in rows}}
         return json.dumps(data, indent=2, allow_nan=False)
@@ -316,13 +383,15 @@ def format_table(results: Results, labels: list[str], fmt: str, header: dict[str
     grid = [["method", *labels, "average"]] + [[row, *map(_cell, cells), _cell(avg)] for row, cells, avg in rows]
     notes = [f"{k}: {v}" for k, v in header.items()] + [f"blind prompt accuracy {k}: {v:.1%}" for k, v in _accuracy(results).items()]
     notes += _infinite_note(results)
+    skipped = skipped_lines(results)
     if fmt == "markdown":
         lines = ["| " + " | ".join(r) + " |" for r in grid]
         lines.insert(1, "|" + "---|" * len(grid[0]))
-        return "\n".join([*(f"- {n}" for n in notes), "", *lines])
+        tail = ["", skipped[0], "", *(f"- {line.strip()}" for line in skipped[1:])] if skipped else []
+        return "\n".join([*(f"- {n}" for n in notes), "", *lines, *tail])
     widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in grid]
-    return "\n".join([*notes, "PSNR (dB) / SSIM, RGB", *lines])
+    return "\n".join([*notes, "PSNR (dB) / SSIM, RGB", *lines, *skipped])
 
 
 def _accuracy(results: Results) -> dict[str, float]:
@@ -406,8 +475,8 @@ def prompt_kinds(args: argparse.Namespace, restorer: Restorer) -> list[str]:
     if args.degradation == "auto":
         kinds = ["blind"]
     if "blind" in kinds and args.degradation != "auto" and restorer.classifier is None:
-        raise UserError(f"{restorer.weights}: --prompt {args.prompt} needs a degradation classifier, and these weights have none "
-                        "(train with python -m dfpir.train, which stores one); use --prompt oracle")
+        raise UserError(f"{restorer.weights}: --prompt {args.prompt} needs a degradation classifier, and these weights have none; "
+                        "use --prompt oracle (each folder's own degradation)")
     if "blind" in kinds:
         restorer.check_spec("auto")
     if "oracle" in kinds and args.degradation:
@@ -417,7 +486,7 @@ def prompt_kinds(args: argparse.Namespace, restorer: Restorer) -> list[str]:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: prints the table; 0 on success, 2 on a usage error."""
+    """Entry point: prints the table; 0 on success, 1 when files were skipped, 2 on a usage error."""
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be >= 1")
@@ -439,9 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     header["tiled restorations"] = f"{results.tiled} (0 means every image was restored whole)"
     text = format_table(results, [c.label for c in columns], args.format, header)
     print(text)
+    if args.format == "csv" and results.skipped:
+        print("\n".join(skipped_lines(results)), file=sys.stderr)
     if args.output:
         write_output(args.output, text)
-    return 0
+    return SKIPPED_EXIT if results.skipped else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Restore photographs: ``python -m dfpir.restore INPUT... -o OUTDIR --degradation NAME``.
 
 Inputs are files, folders (their images, not recursive) and glob patterns. Each output is named
-after its input (plus ``--suffix``) in OUTDIR and keeps the input's format, bit depth, alpha and
-grey-ness; an input named without an image suffix this tool writes (``scan``, ``a.gif``) is
-written as PNG (``scan.png``, ``a.png``), which holds every depth, alpha and grey-ness it reads.
+after its input (plus ``--suffix``) in OUTDIR and keeps the input's format, bit depth, alpha,
+grey-ness, colour profile and EXIF (see :mod:`dfpir.images`); an input named without an image
+suffix this tool writes (``scan``, ``a.gif``) is written as PNG (``scan.png``, ``a.png``), which
+holds every depth, alpha and grey-ness it reads.
 Existing files are never replaced unless ``--overwrite`` is given, and every write is atomic, so
 an interrupted run leaves no partial file (and a run that writes nothing leaves no new folder).
 A bad input is reported on one line and skipped; the exit code is 1 when any input failed (even
-all of them), 2 for a usage error or when no input names an image (nothing restored).
+all of them), 2 for a usage error or when no input names an image (nothing restored). Progress
+is counted in images and, for a tiled image, in tiles (:mod:`dfpir.progress`).
 
 ``--degradation`` is a name the weights know (``noise15 noise25 noise50 rain haze blur
 lowlight``), ``auto`` (the classifier stored in the weights picks per image, and the choice and
@@ -28,13 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from .errors import USAGE_ERROR, CommandParser, UserError, cli_main
-
 from .files import check_output_folder
 from .images import SUFFIXES, check_writable, is_image_path, read_image, write_image
 from .inference.runner import PRECISIONS, Restorer, budget_bytes
+from .progress import TileProgress, progress
 
 
 @dataclass
@@ -148,7 +151,8 @@ def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
     except ValueError as exc:
         raise UserError(f"{job.source}: cannot write {_drop_prefix(str(exc), job.target)}") from None
     prompt = restorer.prompt(degradation, image.rgb)
-    restored, plan = restorer.restore(image.rgb, prompt)
+    with TileProgress(job.source.name) as tiles:  # a tiled photo can take minutes: show its tiles
+        restored, plan = restorer.restore(image.rgb, prompt, progress=tiles)
     try:
         write_image(job.target, image.with_rgb(restored))
     except UserError as exc:
@@ -175,16 +179,32 @@ def _drop_prefix(message: str, path: Path) -> str:
     return f"{path} ({message[len(head):]})" if message.startswith(head) else f"{path} ({message})"
 
 
+def is_input_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is about one input (bad file, full disk, out of memory), so the rest can go on.
+
+    Anything else, such as a ``TypeError`` or a ``RuntimeError`` about shapes from our own code, is
+    a bug: it must stop the run with its traceback, not become one "failed" line per image.
+    """
+    if isinstance(exc, (UserError, OSError, MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    message = str(exc).lower()  # the CPU allocator's failure is a plain RuntimeError
+    return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
 def run_jobs(restorer: Restorer, jobs: list[Job], degradation: str, report: Report) -> None:
     """Restore every job under a progress bar, recording failures and moving on."""
-    for job in tqdm(jobs, desc="restoring", unit="image", file=sys.stderr, disable=None):
-        try:
-            note = restore_one(restorer, job, degradation)
-        except (UserError, OSError, RuntimeError) as exc:  # one bad image (or out of memory) does not stop the rest
-            report.fail(job.source, str(exc) if str(exc).startswith(str(job.source)) else f"{job.source}: {exc}")
-            continue
-        report.done.append(job.target)
-        tqdm.write(f"{job.source} -> {job.target} ({note})")
+    with progress(len(jobs), "restoring", "image", summary=False) as bar:
+        for job in jobs:
+            try:
+                note = restore_one(restorer, job, degradation)
+            except Exception as exc:  # noqa: BLE001 - sorted by is_input_failure; bugs are raised again
+                if not is_input_failure(exc):
+                    raise
+                report.fail(job.source, str(exc) if str(exc).startswith(str(job.source)) else f"{job.source}: {exc}")
+            else:
+                report.done.append(job.target)
+                tqdm.write(f"{job.source} -> {job.target} ({note})")
+            bar.update(1)
 
 
 def summary(report: Report, outdir: Path, seconds: float) -> str:

@@ -33,8 +33,8 @@ import torch
 
 import dfpir
 import reference
-import dfpir.analysis.core as analysis
-from dfpir.data.datasets import builtin_photos, to_tensor
+from dfpir import analysis
+from dfpir.data import builtin_photos, to_tensor
 from dfpir.model.perturbation import channel_order, channel_perturbation, inverse_order
 
 torch.set_num_threads(1)
@@ -226,7 +226,7 @@ with torch.no_grad():
 print("forward identical to faithful:", same_output)
 
 rain_input, rain_clean = analysis.task_batches(["rain"], batch=2, patch=32)["rain"]
-loss = torch.nn.functional.l1_loss(learnable.restore(rain_input, "rain"), rain_clean)
+loss = torch.nn.functional.l1_loss(learnable.restore(rain_input, "rain", grad=True), rain_clean)
 loss.backward()
 dgm_grad = learnable.dgpb1.perturb.dgm.linear2.weight.grad
 print(f"|dL/dW| of the level-1 DGM: {dgm_grad.norm():.2e}")
@@ -236,7 +236,7 @@ optimizer = torch.optim.Adam(dgm_params, lr=1e-4)
 before = analysis.channel_orders(learnable, ["rain"])
 for step in range(8):
     optimizer.zero_grad()
-    torch.nn.functional.l1_loss(learnable.restore(rain_input, "rain"), rain_clean).backward()
+    torch.nn.functional.l1_loss(learnable.restore(rain_input, "rain", grad=True), rain_clean).backward()
     optimizer.step()
 after = analysis.channel_orders(learnable, ["rain"])
 moved = {level: int((before[level] != after[level]).sum()) for level in before}

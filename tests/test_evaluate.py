@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from dfpir.model.classifier import DegradationClassifier
 from dfpir.evaluate import NoiseStream, Results, format_table
 from dfpir.images import read_image, write_image
 from dfpir.metrics import psnr, ssim
+from dfpir.progress import progress
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +97,16 @@ def test_3task_official_json_matches_skimage_directly(tmp_path, capsys, weights)
     assert cell["ssim"] == pytest.approx(structural_similarity(y, x, data_range=1, channel_axis=-1), abs=1e-9)
 
 
-def test_paired_folders_markdown_with_baseline(tmp_path, capsys, weights):
+def test_paired_folders_markdown_with_baseline(tmp_path, capsys, weights, monkeypatch):
     make_3task(tmp_path)
+    monkeypatch.setattr(evaluate, "progress", partial(progress, every=0))  # a log line per image
     code, out, err = run(capsys, "--input", tmp_path / "derain/input", "--target", tmp_path / "derain/target", "--name-rule",
                          "^rain-=>norain-", "--degradation", "noise25", "--weights", weights, "--format", "markdown", "--baseline",
                          "--limit", "1", "-o", tmp_path / "table.md")
     assert code == 0, err
     assert "| method | noise25 | average |" in out and "| DFPIR (oracle) |" in out and "baseline:" in out
     assert (tmp_path / "table.md").read_text().strip() == out.strip()
+    assert err.startswith("noise25: 1/1 images, ")
 
 
 def test_formats_text_and_csv():
@@ -194,8 +198,9 @@ def test_images_too_small_for_ssim_one_line(tmp_path, capsys, weights, size, pro
         warnings.simplefilter("error")
         code, out, err = run(capsys, "--input", tmp_path / "in", "--target", tmp_path / "tgt", "--degradation", "rain",
                              "--weights", weights, "--protocol", protocol)
-    assert code == 2 and err.count("\n") == 1 and expected in err, err
+    assert code == evaluate.SKIPPED_EXIT and err.count("\n") == 1 and expected in err, err
     assert err.startswith(f"error: {tmp_path / 'in' / 's-1.png'}: ")
+    assert "skipped 1 file(s), not in the table:" in out and expected in out  # the (empty) table, then why
 
 
 def test_metrics_identical_and_tiny_images():
@@ -205,3 +210,41 @@ def test_metrics_identical_and_tiny_images():
         assert psnr(image, image) == float("inf")  # as scikit-image says, minus its warning
     with pytest.raises(ValueError, match=r"^SSIM needs images of at least 7x7 pixels, got 8x6$"):
         ssim(image[:6], image[:6])
+
+
+def test_bad_pairs_are_skipped_and_named_under_the_table(tmp_path, capsys, weights):
+    make_3task(tmp_path)
+    inputs, targets = tmp_path / "derain/input", tmp_path / "derain/target"
+    (inputs / "rain-3.png").write_bytes((inputs / "rain-1.png").read_bytes()[:60])  # truncated
+    write_image(targets / "norain-3.png", np.zeros((20, 36, 3)))
+    write_image(inputs / "rain-4.png", np.zeros((20, 30, 3)))  # not its target's size
+    write_image(targets / "norain-4.png", np.zeros((20, 36, 3)))
+    argv = [*[a.format(tmp=tmp_path) for a in PAIRED], "--weights", weights]
+    code, out, err = run(capsys, *argv)
+    assert code == evaluate.SKIPPED_EXIT
+    errors = err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") and line.endswith("; skipped") for line in errors), err
+    assert f"{inputs / 'rain-3.png'}: cannot read image" in errors[0] and f"{inputs / 'rain-4.png'}: size" in errors[1]
+    table, _, under = out.partition("skipped 2 file(s), not in the table:")
+    assert "DFPIR (oracle)" in table and "rain-3.png" in under and "rain-4.png" in under
+    code, out, _ = run(capsys, *argv, "--format", "json")
+    data = json.loads(out)
+    assert code == evaluate.SKIPPED_EXIT and data["rows"]["input"]["rain"]["images"] == 2  # the good pairs, scored
+    assert [(s["column"], Path(s["file"]).name) for s in data["skipped"]] == [("rain", "rain-3.png"), ("rain", "rain-4.png")]
+
+
+def test_an_unreadable_clean_image_is_skipped_at_every_sigma(tmp_path):
+    make_3task(tmp_path)
+    clean = sorted((tmp_path / "denoise").iterdir())
+    clean[0].write_bytes(b"not an image")
+    stream = NoiseStream(clean, "full")
+    for degradation in ("noise15", "noise25"):
+        first, second = stream.samples(degradation)
+        assert isinstance(first, evaluate.Skipped) and first.file == str(clean[0]) and "cannot read image" in first.reason
+        assert isinstance(second, evaluate.Sample) and second.name == clean[1].name
+
+
+def test_blind_column_is_labelled_auto(tmp_path):
+    make_3task(tmp_path)
+    column = evaluate.paired_column(tmp_path / "derain/input", tmp_path / "derain/target", "auto", "^rain-=>norain-", "full", None)
+    assert column.label == "auto (input)" and column.degradation is None and column.count == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import png
 import pytest
 import tifffile
 from PIL import Image as PILImage
-from PIL import ImageOps
+from PIL import ImageCms, ImageOps
 
+import dfpir.images as images
 from dfpir.errors import UserError
 from dfpir.images import Image, check_writable, read_image, write_image
 
@@ -222,7 +224,7 @@ def test_formats_that_cannot_hold_the_image_refuse_before_writing(tmp_path, name
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     import dfpir.images as images
 
-    def broken(tmp, samples, fmt):
+    def broken(tmp, samples, fmt, tags):
         Path(tmp).write_bytes(b"partial")
         raise OSError("disk full")
 
@@ -237,3 +239,99 @@ def test_written_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# --------------------------------------------------------------------------- colour profile and EXIF
+
+MAKE, MODEL, EXPOSURE = 0x010F, 0x0110, 0x829A
+
+
+SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # made once: it holds a timestamp
+
+
+def camera_jpeg(path: Path) -> Path:
+    """A JPEG as a phone writes it: an ICC profile, camera tags, stored rotated (orientation 6)."""
+    exif = PILImage.Exif()
+    exif[MAKE], exif[MODEL], exif[0x0112] = "TestCam", "Model 1", 6
+    exif.get_ifd(0x8769)[EXPOSURE] = (1, 125)
+    PILImage.fromarray(u8(3)).save(path, exif=exif.tobytes(), icc_profile=SRGB_PROFILE, quality=95)
+    return path
+
+
+@pytest.mark.parametrize("name, depth", [("out.jpg", 8), ("out.png", 8), ("out.png", 16), ("out.webp", 8)])
+def test_profile_and_exif_survive_a_restoration(tmp_path, name, depth):
+    image = read_image(camera_jpeg(tmp_path / "phone.jpg"))
+    assert image.rgb.shape == (W, H, 3) and image.icc_profile == SRGB_PROFILE
+    write_image(tmp_path / name, image.with_rgb(image.rgb[::-1].copy()), bit_depth=depth)  # new pixels, same tags
+    with PILImage.open(tmp_path / name) as out:
+        exif = out.getexif()
+        assert out.info.get("icc_profile") == SRGB_PROFILE
+        assert (exif[MAKE], exif[MODEL], exif.get_ifd(0x8769)[EXPOSURE]) == ("TestCam", "Model 1", (1, 125))
+        assert exif[0x0112] == 1  # upright pixels: a viewer must not turn them again
+    again = read_image(tmp_path / name)  # our reader too (16-bit PNG: pypng, with Pillow for the tags)
+    assert again.rgb.shape == (W, H, 3) and again.icc_profile == SRGB_PROFILE and again.exif == image.exif
+
+
+def test_tiff_gets_the_profile_and_the_camera_text_tags(tmp_path):
+    image = read_image(camera_jpeg(tmp_path / "phone.jpg"))
+    write_image(tmp_path / "out.tif", image, bit_depth=16)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        tags = tif.pages[0].tags
+        assert tags[34675].value == SRGB_PROFILE
+        assert (tags[MAKE].value, tags[MODEL].value) == ("TestCam", "Model 1")
+        assert 274 not in tags  # no orientation tag: upright
+    again = read_image(tmp_path / "out.tif")  # tifffile's 16-bit path; Pillow reads the tags
+    assert again.icc_profile == SRGB_PROFILE and PILImage.Exif().load(again.exif) is None
+
+
+def test_tiff_structure_tags_are_not_carried_as_exif(tmp_path):
+    tifffile.imwrite(tmp_path / "in.tif", u16(3), photometric="rgb", iccprofile=SRGB_PROFILE, metadata=None,
+                     software=False, extratags=[(MAKE, "s", 0, "TestCam", True)])
+    image = read_image(tmp_path / "in.tif")
+    exif = PILImage.Exif()
+    exif.load(image.exif)
+    assert image.icc_profile == SRGB_PROFILE and exif[MAKE] == "TestCam"
+    assert not {256, 257, 258, 259, 273, 277, 278, 279, 34675} & set(exif)  # how the TIFF stored its pixels
+    write_image(tmp_path / "out.jpg", image, bit_depth=8)
+    with PILImage.open(tmp_path / "out.jpg") as out:
+        assert out.getexif()[MAKE] == "TestCam" and out.info["icc_profile"] == SRGB_PROFILE
+
+
+def test_a_profile_of_another_colour_space_is_not_written(tmp_path):
+    grey_profile = SRGB_PROFILE[:16] + b"GRAY" + SRGB_PROFILE[20:]  # header says grey
+    image = Image(np.zeros((H, W, 3), np.float32), icc_profile=grey_profile)  # RGB samples
+    write_image(tmp_path / "out.png", image)
+    with PILImage.open(tmp_path / "out.png") as out:
+        assert "icc_profile" not in out.info
+
+
+# --------------------------------------------------------------------------- size limits
+
+
+def test_pillows_pixel_limit_is_lifted_for_our_reader_only(tmp_path, monkeypatch):
+    save_pillow(tmp_path / "a.png", u8(3))
+    save_pillow(tmp_path / "b.jpg", u8(3))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10)  # H x W = 117 pixels: a "bomb" to Pillow
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail here
+        assert read_image(tmp_path / "a.png").shape == (H, W)
+        assert read_image(tmp_path / "b.jpg").shape == (H, W)
+    assert PILImage.MAX_IMAGE_PIXELS == 10  # the process keeps its limit
+    with pytest.raises(PILImage.DecompressionBombError):
+        PILImage.open(tmp_path / "a.png")
+
+
+@pytest.mark.parametrize("name", ["a.png", "a16.png", "a16.tif"])
+def test_an_image_too_large_for_memory_is_one_line(tmp_path, monkeypatch, name):
+    if name == "a16.png":
+        save_png16(tmp_path / name, u16(3))
+    elif name == "a16.tif":
+        tifffile.imwrite(tmp_path / name, u16(3), photometric="rgb")
+    else:
+        save_pillow(tmp_path / name, u8(3))
+    monkeypatch.setattr(images, "available_memory", lambda: 1000)  # bytes
+    with pytest.raises(UserError) as info:
+        read_image(tmp_path / name)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / name}: {W} x {H} pixels") and "memory available" in message
+    assert "\n" not in message

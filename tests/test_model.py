@@ -192,7 +192,7 @@ def test_summary_counts_the_padded_image_and_refuses_impossible_sizes(capsys):
 
 
 def test_non_finite_images_are_refused_where_images_enter():
-    from dfpir.data.datasets import SyntheticDataset
+    from dfpir.data import SyntheticDataset
     from dfpir.inference.runner import Restorer
 
     bad = np.full((16, 16, 3), 0.5, dtype=np.float32)

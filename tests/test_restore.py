@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import dfpir.inference.runner as runner
 from dfpir.checkpoint import save
 from dfpir.model.classifier import DegradationClassifier
 from dfpir.images import Image, read_image, write_image
+from dfpir.progress import TileProgress
 from dfpir.inference.tiling import (
     BYTES_PER_PIXEL_PER_DIM,
     DEFAULT_CPU_BUDGET,
@@ -207,13 +209,16 @@ def test_inputs_are_never_overwritten_unless_asked(tmp_path, capsys, weights):
     assert code == 0 and files["bmp"].read_bytes() != before
 
 
-def test_globs_free_text_and_tiles(tmp_path, capsys, weights):
+def test_globs_free_text_and_tiles(tmp_path, capsys, weights, monkeypatch):
     files = write_inputs(tmp_path / "in")
+    monkeypatch.setattr(restore, "TileProgress", partial(TileProgress, every=0))  # a log line per tile
     code, out, err = run_cli(capsys, str(tmp_path / "in" / "*.bmp"), "-o", tmp_path / "out", "--weights", weights,
                              "--degradation", "heavy rain streaks", "--tile", "16")
     assert code == 0, err
     assert "hashing encoder, not semantic" in out and "tiles of 16" in out
     assert (tmp_path / "out" / files["bmp"].name).is_file()
+    count = int(out.split(" tiles of 16")[0].rsplit(" ", 1)[-1])
+    assert [line.split(",")[0] for line in err.splitlines()] == [f"x.bmp: {n}/{count} tiles" for n in range(1, count + 1)]
 
 
 def test_auto_prints_choice_and_confidence(tmp_path, capsys, weights_with_classifier):
@@ -376,3 +381,66 @@ def test_fused_strips_run_on_the_cpu_only(device):
     model = runner.Restorer(device=device).model
     blocks = [m for m in model.modules() if isinstance(m, (TransformerBlock, DGPB))]
     assert blocks and all(b.fused == (device == "cpu") for b in blocks)
+
+
+# --------------------------------------------------------------------------- no gradients, slow bf16, bugs
+
+
+def test_inference_records_no_gradients_unless_asked():
+    torch.manual_seed(0)
+    net = dfpir.DFPIR(dfpir.get_config("tiny"))  # training mode, trainable parameters
+    image, prompt = torch.rand(1, 3, 24, 24), net.embed_prompts("rain")
+    assert any(p.requires_grad for p in net.parameters()) and torch.is_grad_enabled()
+    out = net.restore(image, "rain")
+    assert not out.requires_grad and out.grad_fn is None
+    assert net.restore(image, "rain", grad=True).grad_fn is not None  # asked for: to differentiate through it
+    assert net(image, prompt).grad_fn is not None  # the plain call keeps autograd's rules (training)
+    for tile in (0, 16):  # whole and tiled
+        restored, _ = restore_image(net, image, prompt, tile=tile)
+        assert not restored.requires_grad and restored.grad_fn is None
+
+
+@pytest.mark.parametrize("flags, native", [("fpu sse avx2 avx512f avx512bw", False), ("fpu avx512f avx512_bf16", True),
+                                           ("fpu avx2 amx_bf16 amx_tile", True), (None, None)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(runner, "CPUINFO", cpuinfo)
+    assert runner.cpu_has_native_bf16() is native
+
+
+@pytest.mark.parametrize("native, precision, warned", [(False, "bf16", True), (True, "bf16", False), (None, "bf16", False),
+                                                       (False, "fp32", False)])
+def test_bf16_on_a_cpu_without_it_is_one_warning_line(weights, capsys, monkeypatch, native, precision, warned):
+    monkeypatch.setattr(runner, "cpu_has_native_bf16", lambda: native)
+    runner.Restorer(weights, "cpu", precision)
+    err = capsys.readouterr().err
+    if warned:
+        assert err.startswith("warning: ") and err.count("\n") == 1 and "--precision fp32 will be faster" in err
+    else:
+        assert err == ""
+
+
+@pytest.mark.parametrize("error, one_input", [
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99 bytes"), True),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (OSError(28, "No space left on device"), True),
+    (RuntimeError("The size of tensor a (8) must match the size of tensor b (16)"), False),  # our bug
+    (TypeError("restore() got an unexpected keyword argument"), False),
+    (AttributeError("'NoneType' object has no attribute 'embed'"), False),
+])
+def test_only_failures_of_one_input_are_recorded_bugs_are_raised(tmp_path, capsys, weights, monkeypatch, error, one_input):
+    files = write_inputs(tmp_path / "in")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(runner.Restorer, "restore", fail)
+    argv = [str(files["bmp"]), "-o", str(tmp_path / "out"), "--degradation", "rain", "--weights", str(weights)]
+    if one_input:
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 1 and "restored 0 of 1" in out and err.startswith(f"error: {files['bmp']}: "), err
+    else:
+        with pytest.raises(type(error)):
+            restore.main(argv)

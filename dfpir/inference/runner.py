@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .tiling import TilePlan, restore_image
 DEMO_WEIGHTS = Path(__file__).parents[1] / "weights" / "demo.safetensors"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLASSIFIER_CROP = 512  # the classifier sees a centre crop (resizing would change noise statistics)
+CPUINFO = Path("/proc/cpuinfo")  # Linux's list of CPU features
 
 
 @dataclass
@@ -77,6 +79,40 @@ def budget_bytes(memory_gb: float | None) -> int | None:
     return max(1, int(memory_gb * 2**30))
 
 
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux), or ``None`` where they cannot be read."""
+    try:
+        with open(CPUINFO) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):  # x86, ARM
+                    return set(value.split())
+    except OSError:
+        pass
+    return None
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether the CPU computes bfloat16 natively (x86 ``avx512_bf16`` or ``amx_bf16``, ARM ``bf16``);
+    ``None`` where unknown.
+
+    ``torch.backends.cpu.get_cpu_capability()`` says only "AVX512" or "AVX2", which does not
+    tell: AVX-512 without its BF16 extension still converts every bfloat16 to float32 and back.
+    """
+    flags = cpu_flags()
+    if flags is None:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def warn_slow_bf16(device: torch.device, precision: str) -> None:
+    """One warning line when bf16 is asked for on a CPU that would emulate it (19x slower than
+    fp32 in the report that asked for this warning, on a CPU without AVX512_BF16)."""
+    if precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16() is False:
+        print("warning: this CPU has no native bf16 instructions (AVX512_BF16 or AMX), so --precision bf16 "
+              "is emulated and much slower; --precision fp32 will be faster here", file=sys.stderr)
+
+
 def resolve_device(name: str) -> torch.device:
     """``cpu`` or ``cuda`` (one-line error when CUDA is asked for and absent)."""
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
@@ -116,6 +152,7 @@ class Restorer:
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise UserError("fp16 needs --device cuda; use bf16 or fp32 on the CPU")
+        warn_slow_bf16(self.device, precision)
         self.weights = resolve_weights(weights)
         try:
             self.model = load(self.weights, self.device).to(PRECISIONS[precision])
@@ -144,8 +181,8 @@ class Restorer:
         if spec == "auto":
             if self.classifier is None:
                 raise UserError(
-                    f"{self.weights}: --degradation auto needs a degradation classifier, and these weights "
-                    "have none (train with python -m dfpir.train, which stores one); name the degradation instead"
+                    f"{self.weights}: --degradation auto needs a degradation classifier, and these weights have none; "
+                    f"name the degradation instead (one of: {', '.join(self.names)})"
                 )
         elif spec not in self.model.prompts:
             self.text_embedding(spec)

@@ -169,9 +169,26 @@ class DFPIR(nn.Module):
         p = next(self.parameters())
         return self.prompts.embed(names).to(device=p.device, dtype=p.dtype)
 
-    def restore(self, image: torch.Tensor, degradation: str | list[str]) -> torch.Tensor:
-        """Convenience: ``self(image, self.embed_prompts(degradation, len(image)))``."""
-        return self(image, self.embed_prompts(degradation, image.shape[0]))
+    def restore(self, image: torch.Tensor, degradation: str | list[str], *, grad: bool = False) -> torch.Tensor:
+        """Restore ``image`` (B, 3, H, W) with the prompts of ``degradation`` (one name, or one per image).
+
+        ``self(image, self.embed_prompts(degradation, len(image)))``, without recording gradients
+        unless ``grad=True``: inference needs none, and recording them costs several times the
+        memory and time (reported for a 1024 x 1024 image: 16.4 GB and 54 s against 3.0 GB and
+        6.5 s). The plain call ``model(image, prompt)`` keeps autograd's usual rules
+        (training uses it).
+
+        Parameters
+        ----------
+        image : torch.Tensor
+            (B, 3, H, W) float in [0, 1], on the model's device and in its dtype.
+        degradation : str or list of str
+            A degradation name for the whole batch, or one per image.
+        grad : bool
+            Record gradients (to differentiate through the restoration).
+        """
+        with torch.set_grad_enabled(grad):
+            return self(image, self.embed_prompts(degradation, image.shape[0]))
 
     def set_fused(self, on: bool = True) -> "DFPIR":
         """Switch every transformer block and DGPB to :mod:`dfpir.model.fused`'s strip kernels (or back).
