@@ -37,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import dfpir.analysis.core as analysis
-from dfpir.data.datasets import SyntheticDataset, builtin_photos
-from dfpir.train.loop import collate
+from dfpir import analysis
+from dfpir.data import SyntheticDataset, builtin_photos
+from dfpir.train import collate
 
 torch.set_num_threads(1)
 started = time.perf_counter()

@@ -34,12 +34,11 @@ import numpy as np
 import torch
 
 import dfpir
-import dfpir.analysis.core as analysis
-import dfpir.train.loop as train
+from dfpir import analysis, train
 from dfpir.checkpoint import load_classifier
-from dfpir.data.datasets import builtin_photos, validation_set
+from dfpir.data import builtin_photos, validation_set
 from dfpir.metrics import psnr
-from dfpir.train.config import resolve
+from dfpir.train import resolve
 
 torch.set_num_threads(1)
 out_dir = Path(tempfile.mkdtemp(prefix="dfpir_tutorial_"))

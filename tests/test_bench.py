@@ -55,7 +55,7 @@ def test_forward_and_train_suites_write_json(tmp_path, suite):
 
 
 def test_train_suite_runs_in_bf16_and_refuses_fp16_on_the_cpu(tmp_path, capsys, monkeypatch):
-    import dfpir.train.loop as train
+    from dfpir.train import precision
 
     dtypes = []
 
@@ -64,8 +64,8 @@ def test_train_suite_runs_in_bf16_and_refuses_fp16_on_the_cpu(tmp_path, capsys, 
         dtypes.append(ctx.fast_dtype if isinstance(ctx, torch.autocast) else None)
         return ctx
 
-    train_autocast = train.autocast
-    monkeypatch.setattr(train, "autocast", recording)
+    train_autocast = precision.autocast
+    monkeypatch.setattr(precision, "autocast", recording)
     out = tmp_path / "train.json"
     assert bench.main(["train", *SMALL, "--precision", "bf16", "--device", "cpu", "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]

@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import dfpir
-import dfpir.train.loop as train
+from dfpir import restore, train
 from dfpir.checkpoint import load_classifier, read
+from dfpir.data import SyntheticDataset
 from dfpir.errors import UserError
-from dfpir.train.config import resolve
+from dfpir.train import resolve
+from dfpir.train.config import resume_changes
 
 QUICK = [
     "model.preset=tiny",
@@ -55,24 +59,77 @@ def test_short_run_writes_loadable_checkpoints_and_a_table(tmp_path, capsys):
     assert "noise25" in out and f"results in {tmp_path}" in out
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    train.run(quick(straight, "train.steps=4", "train.ema_decay=0.9"))
-    train.run(quick(split, "train.steps=4", "train.ema_decay=0.9"), stop_at=2)
-    train.run(quick(split, "train.steps=4", "train.ema_decay=0.9"), resume="auto")
-    assert losses(split) == losses(straight)
-    a, _ = read(straight / "last.safetensors")
-    b, _ = read(split / "last.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+def records(folder, key: str) -> list[dict]:
+    return [r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+RESUMED = ["train.steps=4", "train.ema_decay=0.9", 'data.degradations=["rain"]']
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A 4-step run never interrupted: what every interrupted and resumed run must end as.
+
+    Its folder is ``run`` relative to the working directory, like the runs it is compared with:
+    checkpoints record the config, ``train.out_dir`` included.
+    """
+    folder = tmp_path_factory.mktemp("straight")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        train.run(quick("run", *RESUMED))
+    return folder / "run"
+
+
+def interrupt_validation(monkeypatch):
+    """Ctrl-C inside the first validation (at step 2)."""
+    real = train.Trainer.validate
+
+    def validate(self, samples):
+        monkeypatch.setattr(train.Trainer, "validate", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.Trainer, "validate", validate)
+
+
+def interrupt_update(monkeypatch):
+    """Ctrl-C (a real SIGINT) in step 3, after the optimiser stepped, before the step is counted."""
+    real, calls = torch.amp.GradScaler.update, []
+
+    def update(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "update", update)
+
+
+@pytest.mark.parametrize("stop", ["stop_at", "validation", "update"])
+def test_resume_continues_exactly(stop, straight, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    if stop == "stop_at":
+        train.run(quick("run", *RESUMED), stop_at=2)
+        assert "stopped after step 2 of 4 (--stop-at); run/last.safetensors saved; " \
+               "continue with: python -m dfpir.train train.out_dir=run --resume" in capsys.readouterr().out
+    else:
+        with monkeypatch.context() as patch:
+            (interrupt_validation if stop == "validation" else interrupt_update)(patch)
+            with pytest.raises(KeyboardInterrupt):
+                train.run(quick("run", *RESUMED))
+    train.run(quick("run", *RESUMED), resume="auto")
+    assert losses(run) == losses(straight)
+    assert records(run, "val") == records(straight, "val")  # the interrupted validation is redone
+    assert [r["resumed_at"] for r in records(run, "resumed_at")] == [{"stop_at": 2, "validation": 2, "update": 3}[stop]]
+    for name in ("best.safetensors", "last.safetensors"):  # checkpoints are byte-identical (sorted metadata)
+        assert (run / name).read_bytes() == (straight / name).read_bytes(), name
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     train.run(quick(tmp_path, "train.steps=2"))
     before = (tmp_path / "last.safetensors").read_bytes()
-    real = train.F.l1_loss
-    monkeypatch.setattr(train.F, "l1_loss", lambda a, b: real(a, b) * float("nan"))
+    real = torch.nn.functional.l1_loss
+    monkeypatch.setattr(torch.nn.functional, "l1_loss", lambda a, b: real(a, b) * float("nan"))
     with pytest.raises(UserError, match="non-finite at step 2"):
         train.run(quick(tmp_path, "train.steps=4"), resume="auto")
     assert (tmp_path / "last.safetensors").read_bytes() == before
@@ -130,6 +187,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["data.layout=clean"], "data.layout=clean needs data.root=FOLDER"),
         (["--stop-at", "0"], "--stop-at must be a step >= 1 (save and stop after it), got 0"),
         (["--stop-at", "-1"], "--stop-at must be a step >= 1 (save and stop after it), got -1"),
+        # the model section: DFPIRConfig's own fields, types and checks
+        (["model.dimm=3"], "unknown config key model.dimm; known: bias, dim, ffn_expansion_factor, guidance, heads, keep_ratio"),
+        (["model.dim=fast"], "config key model.dim must be int, got 'fast'"),
+        (["model.num_blocks=[1, 1.5, 1, 1]"], "config key model.num_blocks[] must be int, got 1.5"),
+        (["model.guidance=sometimes"], "model section: guidance must be one of ('faithful', 'learnable'), got 'sometimes'"),
+        # files under data.root: how they are paired and held out
+        (["data.size_mismatch=cut"], 'data.size_mismatch must be "error" or "crop"'),
+        (["data.holdout=-1"], "data.holdout must be >= 0 (0: no files held out), got -1"),
+        (["data.holdout=5"], "data.holdout is for files under data.root; the builtin layout validates on the right 30% of its photos"),
+        (["data.layout=clean", "data.root=/tmp", "data.holdout=1"], "data.holdout=1 would hold every file out of training"),
+        (["data.layout=3task", "data.root=/tmp"], "data.layout=3task validates on files held out of its training files: set data.holdout=N"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
@@ -170,11 +238,11 @@ class EpochStamped(torch.utils.data.Dataset):
 
 
 def test_worker_processes_prepare_the_same_batches_across_epochs():
-    dataset, dist = EpochStamped(), train.Dist()
+    dataset = EpochStamped()
 
     def stream(workers: int, steps: range) -> list[list[float]]:
         order = train.SampleOrder(dataset, seed=3)
-        return [b["input"].flatten().tolist() for b in train.micro_batches(dataset, order, steps, 2, 2, dist, workers)]
+        return [b["input"].flatten().tolist() for b in train.micro_batches(dataset, order, steps, 2, 2, workers=workers)]
 
     inline = stream(0, range(0, 6))  # 6 steps x 2 micro-batches x 2 items = 24 samples: 5 epochs
     assert len(inline) == 12 and {int(v) // 100 for b in inline for v in b} == {0, 1, 2, 3, 4}
@@ -236,14 +304,20 @@ def test_config_file_errors_name_the_file(tmp_path, capsys):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_an_unreadable_image_is_one_line_with_or_without_workers(workers, tmp_path, capsys):
     photos = tmp_path / "photos"
-    photos.mkdir()
-    (photos / "bad.png").write_bytes(b"not an image at all")
+    write_image(photos / "bad.png", 64, 64)
+    (photos / "bad.png").write_bytes((photos / "bad.png").read_bytes()[:200])  # a good header, then nothing
     args = [*QUICK, "data.layout=clean", f"data.root={photos}", f"data.workers={workers}", f"train.out_dir={tmp_path / 'run'}", "train.steps=1"]
     assert train.main(args) == 2
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("train:")]  # less the progress bar
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("train:", "checking files:"))]  # less the progress
     assert len(lines) == 1 and lines[0].startswith(f"error: {photos / 'bad.png'}: cannot read image (")
     assert "Traceback" not in err and "DataLoader worker" not in err
+    # a file that is no image at all is found before the first step, before anything is written
+    (photos / "bad.png").write_bytes(b"not an image at all")
+    shutil.rmtree(tmp_path / "run")
+    assert train.main(args) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: {photos / 'bad.png'}: cannot read image (")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="torchrun not installed")
@@ -319,27 +393,38 @@ def test_init_errors_are_one_line(tmp_path, capsys):
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_resume_refuses_a_checkpoint_made_with_another_config(tmp_path, capsys):
+def test_resume_refuses_a_changed_setting_and_names_what_may_change(tmp_path, capsys):
     first = tmp_path / "first"
     train.run(quick(first, "train.steps=1"))
     capsys.readouterr()
     checkpoint = first / "last.safetensors"
-    fits = f"error: {checkpoint} does not fit this run's config: it was made with "
-    advice = f"; resume with the config it was made with (--config {first / 'config.toml'}), or start a new train.out_dir\n"
+    made = f"error: {checkpoint} was made with "
+    advice = (f"; --resume continues a run as it was configured and may change only {', '.join(train.SAFE_ON_RESUME)}; "
+              f"for other settings start a new train.out_dir (train.init={checkpoint} starts from its weights)\n")
     cases = [
-        (["model.preset=small"], 'model.preset="tiny" (this run: "small")'),
-        (['data.degradations=["blur", "haze"]'], 'data.degradations=["noise25", "rain", "lowlight"] (this run: ["blur", "haze"])'),
-        (["train.classifier=false"], "train.classifier=true (this run: false)"),
-        (["train.ema_decay=0"], "train.ema_decay=0.995 (this run: 0.0)"),  # the demo preset keeps EMA weights
+        (["model.preset=small"], 'model.dim=16 (now 24); model.num_blocks=[1, 1, 1, 1] (now [2, 2, 2, 2]); model.preset="tiny" (now "small")'),
+        (['data.degradations=["blur", "haze"]'], 'data.degradations=["noise25", "rain", "lowlight"] (now ["blur", "haze"])'),
+        (["train.classifier=false"], "train.classifier=true (now false)"),
+        (["train.ema_decay=0"], "train.ema_decay=0.995 (now 0.0)"),  # the demo preset keeps EMA weights
+        (["optim.batch_size=8", "data.patch_size=64"], "data.patch_size=32 (now 64); optim.batch_size=2 (now 8)"),
     ]
     for args, made_with in cases:
         run = tmp_path / "run"
-        assert train.main([*QUICK, f"train.out_dir={run}", "train.steps=2", *args, "--resume", str(checkpoint)]) == 2
-        assert capsys.readouterr().err == fits + made_with + advice
+        assert train.main([f"train.out_dir={run}", *args, "--resume", str(checkpoint)]) == 2
+        assert capsys.readouterr().err == made + made_with + advice
         assert not run.exists()
     # a stop before the checkpoint's step would train nothing
-    assert train.main([*QUICK, f"train.out_dir={first}", "train.steps=2", "--resume", "--stop-at", "1"]) == 2
+    assert train.main([f"train.out_dir={first}", "train.steps=2", "--resume", "--stop-at", "1"]) == 2
     assert capsys.readouterr().err == f"error: --stop-at 1 is not after step 1, where {checkpoint} stopped; give a later step\n"
+
+
+def test_resume_changes_name_settings_not_spellings(tmp_path):
+    made = quick(tmp_path)
+    assert resume_changes(made, quick(tmp_path, "model.dim=16"), tmp_path) == {}  # tiny's own dim
+    assert resume_changes(made, quick(tmp_path, "train.steps=9", "train.threads=2"), tmp_path) == {
+        "train.steps": [600, 9], "train.threads": [1, 2]}
+    with pytest.raises(UserError, match=r"was made with model.dim=16 \(now 24\); optim.lr=0.0005 \(now 0.0001\); --resume"):
+        resume_changes(made, quick(tmp_path, "model.dim=24", "optim.lr=1e-4"), tmp_path)
 
 
 def test_state_mismatch_counts_what_does_not_fit():
@@ -349,14 +434,159 @@ def test_state_mismatch_counts_what_does_not_fit():
     assert train.state_mismatch(own, saved) == "its tensors do not match this model (1 missing, 1 unexpected, 1 of another shape)"
 
 
-def test_resume_mismatch_names_only_settings_that_shape_the_state(tmp_path):
-    made = quick(tmp_path).to_dict()
-    assert train.resume_mismatch(made, quick(tmp_path, "model.dim=16", "optim.lr=1e-4", "train.steps=9")) == []  # tiny's own dim
-    assert train.resume_mismatch(made, quick(tmp_path, "model.dim=24")) == ["model.dim=0 (this run: 24)"]
-
-
 def test_table_shows_a_dash_for_accuracy_without_a_classifier():
     row = {"input_psnr": 20.0, "psnr": 23.5, "input_ssim": 0.5, "ssim": 0.6}
     text = train.format_table({"blur": {**row, "accuracy": float("nan")}, "rain": {**row, "accuracy": float("nan")}})
     assert "nan" not in text and text.splitlines()[1].split()[-1] == "-" and "+3.50" in text
     assert train.format_table({"blur": {**row, "accuracy": 0.75}}).splitlines()[1].split()[-1] == "75.0%"
+
+
+# --- a run's folder: never mixed with another run ------------------------------------------------
+
+
+def test_a_new_run_refuses_a_folder_holding_a_run_unless_told(tmp_path, capsys):
+    args = [*QUICK, 'data.degradations=["rain"]', f"train.out_dir={tmp_path}", "train.steps=1"]
+    assert train.main(args) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert train.main([*args, "optim.lr=1e-4"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: train.out_dir {tmp_path} already holds a run (best.safetensors, last.safetensors, config.toml, metrics.jsonl); "
+        "continue it with --resume, or start over with --overwrite (deletes those files)\n")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert train.main([*args, "--overwrite", "--resume"]) == 2
+    assert "--overwrite would delete the run" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("mine")
+    assert train.main([*args, "optim.lr=1e-4", "--overwrite"]) == 0
+    assert len(records(tmp_path, "loss")) == 1  # the old run's lines are gone, not appended to
+    assert "lr = 0.0001" in (tmp_path / "config.toml").read_text() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_resume_continues_the_run_as_configured_and_records_what_changed(tmp_path, capsys):
+    run = tmp_path / "run"
+    made = [*QUICK, 'data.degradations=["rain"]', "train.steps=2", "train.val_every=10"]
+    assert train.main([*made, f"train.out_dir={run}"]) == 0
+    capsys.readouterr()
+    # only the folder named: the run's own settings (patch 32, batch 2), not the demo preset's (64, 8)
+    assert train.main([f"train.out_dir={run}", "--resume", "--print-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "patch_size = 32" in shown and "batch_size = 2" in shown and "steps = 2" in shown
+    assert train.main([f"train.out_dir={run}", "--resume", "train.steps=3", "train.log_every=3"]) == 0
+    assert records(run, "resumed_at") == [{"resumed_at": 2, "changed": {"train.steps": [2, 3], "train.log_every": [1, 3]}}]
+    recorded = resolve(None, str(run / "config.toml"))
+    assert (recorded.train.steps, recorded.train.log_every, recorded.data.patch_size) == (3, 3, 32)
+    assert [r["step"] for r in records(run, "loss")] == [1, 2, 3]
+
+
+# --- the data: checked before anything is written, and held out of training ----------------------
+
+
+def write_image(path, width: int = 40, height: int = 40, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def rain_pairs(root, sizes) -> None:
+    """``root/rainy/rain-i.png`` and ``root/gt/norain-i.png`` (the rain100l layout), target sizes given."""
+    for i, (width, height) in enumerate(sizes):
+        write_image(root / "rainy" / f"rain-{i}.png", seed=i)
+        write_image(root / "gt" / f"norain-{i}.png", width, height, seed=10 + i)
+
+
+RAIN = [*QUICK, "data.layout=rain100l", 'data.degradations=["rain"]', "data.holdout=2", "train.steps=1"]
+
+
+def test_a_bad_pair_stops_training_before_anything_is_written(tmp_path, capsys):
+    rain_pairs(tmp_path / "rain", [(40, 40), (40, 40), (40, 40), (40, 48)])
+    out = tmp_path / "run"
+    assert train.main([*RAIN, f"data.root={tmp_path / 'rain'}", f"train.out_dir={out}"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("checking files:")]
+    assert err == [f"error: {tmp_path / 'rain/rainy/rain-3.png'}: size 40x40 differs from its target {tmp_path / 'rain/gt/norain-3.png'} "
+                   '(40x48); fix the files, or set data.size_mismatch="crop" to train on their common part']
+    assert not out.exists()
+    assert train.main([*RAIN, f"data.root={tmp_path / 'rain'}", f"train.out_dir={out}", 'data.size_mismatch="crop"']) == 0
+
+
+def test_a_data_error_mid_run_keeps_the_last_checkpoint_and_says_so(tmp_path, monkeypatch, capsys):
+    real, calls = SyntheticDataset.__getitem__, []
+
+    def getitem(self, index):
+        calls.append(index)
+        if len(calls) == 5:  # step 3's first sample
+            raise UserError("photos/x.png: cannot read image (truncated)")
+        return real(self, index)
+
+    monkeypatch.setattr(SyntheticDataset, "__getitem__", getitem)
+    args = [*QUICK, 'data.degradations=["rain"]', "train.val_every=10", f"train.out_dir={tmp_path}", "train.steps=4"]
+    assert train.main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("train:")]
+    assert err == [f"error: photos/x.png: cannot read image (truncated); training stopped before step 3, "
+                   f"{tmp_path / 'last.safetensors'} (step 2) is kept: fix it, then continue with --resume"]
+    assert read(tmp_path / "last.safetensors")[1]["step"] == "2"
+
+
+@pytest.fixture(scope="module")
+def three_tasks(tmp_path_factory):
+    """A tiny 3task ROOT: two clean images to denoise, two rain pairs, two haze pairs."""
+    root = tmp_path_factory.mktemp("3task")
+    for i in range(2):
+        write_image(root / "denoise" / f"clean-{i}.png", seed=20 + i)
+    rain_pairs(root / "derain", [(40, 40), (40, 40)])
+    for i in range(2):
+        write_image(root / "dehaze" / "synthetic" / f"000{i}_0.8_0.1.png", seed=30 + i)
+        write_image(root / "dehaze" / "original" / f"000{i}.png", seed=40 + i)
+    return root
+
+
+def test_paper_layouts_validate_on_held_out_files_and_save_only_their_prompts(three_tasks, tmp_path, capsys):
+    cfg = resolve("3task", overrides=[*QUICK, 'data.degradations=["noise15", "noise25", "noise50", "rain", "haze"]',
+                                      f"data.root={three_tasks}", "data.holdout=2", "train.steps=1", f"train.out_dir={tmp_path}"])
+    train_set, val = train.build_data(cfg, length=8)
+    trained = {train_set[i]["name"] for i in range(len(train_set))}
+    held_out = {val[i]["name"].split("/")[0] for i in range(len(val))}
+    assert held_out == {"clean-0", "rain-0", "0000_0.8_0.1"} and not trained & held_out
+    assert sorted({val[i]["degradation"] for i in range(len(val))}) == sorted(cfg.data.degradations)
+    train.run(cfg)
+    assert dfpir.load(tmp_path / "best.safetensors").prompts.names == cfg.data.degradations
+    capsys.readouterr()
+    write_image(tmp_path / "photo.png")
+    assert restore.main([str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "best.safetensors"),
+                         "--degradation", "blur"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown degradation 'blur'; these weights know: noise15, noise25, noise50, rain, haze, ")
+    assert len(err.splitlines()) == 1
+    # the 3task preset trains no classifier: blind restoration is refused with what to do instead
+    assert restore.main([str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "best.safetensors"),
+                         "--degradation", "auto"]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'best.safetensors'}: --degradation auto needs a degradation classifier, "
+                                       "and these weights have none; name the degradation instead (one of: noise15, noise25, noise50, rain, haze)\n")
+
+
+def test_a_layout_holding_other_degradations_than_the_config_is_refused(three_tasks, tmp_path, capsys):
+    args = ["--preset", "3task", *QUICK, 'data.degradations=["noise25", "rain", "haze"]', f"data.root={three_tasks}",
+            f"train.out_dir={tmp_path / 'run'}"]
+    assert train.main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("checking files:")]
+    assert err == [f'error: data.degradations=["noise25", "rain", "haze"], but data.layout=3task under {three_tasks} holds '
+                   '["noise15", "noise25", "noise50", "rain", "haze"]; set data.degradations to those']
+
+
+# --- what a run prints -----------------------------------------------------------------------------
+
+
+def test_progress_and_warnings_are_plain_lines_off_a_terminal(tmp_path, capsys):
+    rain_pairs(tmp_path / "rain", [(40, 40), (40, 40), (40, 40)])
+    write_image(tmp_path / "rain" / "rainy" / "rain-9.png")  # an input without a target: skipped, with a warning
+    assert train.main([*RAIN, f"data.root={tmp_path / 'rain'}", f"train.out_dir={tmp_path / 'run'}"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "train: 1/1 steps, " in err
+    assert f"warning: {tmp_path / 'rain'}: 1 input files have no target (e.g. rain-9.png); they are skipped\n" in err
+    assert "DataWarning" not in err and "warnings.warn" not in err
+
+
+def test_print_config_shows_only_the_model_keys_set(capsys):
+    assert train.main(["--print-config", "model.dim=24", "model.guidance=learnable"]) == 0
+    model = capsys.readouterr().out.split("[model]\n")[1].split("\n\n")[0]
+    assert model == 'preset = "tiny"\ndim = 24\nguidance = "learnable"'
+    assert train.main(["--print-config"]) == 0
+    assert capsys.readouterr().out.startswith('[model]\npreset = "tiny"\n\n[data]')

@@ -96,7 +96,7 @@ def bench_train(presets: list[str], size: int, batch: int, repeats: int, device:
     ``precision`` is ``python -m dfpir.train``'s ``train.precision``: fp32, bf16 (autocast) or fp16
     (autocast with loss scaling, CUDA only).
     """
-    from ..train.loop import autocast, check_precision
+    from ..train.precision import autocast, check_precision
 
     check_precision(device, precision, "--precision")
     rows = []

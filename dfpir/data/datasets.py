@@ -235,6 +235,11 @@ class ListDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.items[index]
 
+    def get(self, index: int, key: tuple[int, ...]) -> dict[str, Any]:
+        """Item ``index`` (fixed: the random key changes nothing), as a part of a :class:`MixedDataset`
+        (a paper layout's validation split)."""
+        return dict(self.items[index])
+
 
 class PairedDataset(_Base):
     """Degraded/clean image pairs read from files.

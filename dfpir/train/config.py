@@ -4,10 +4,14 @@ Resolution order: preset -> ``--config FILE.toml`` -> ``key=value`` overrides on
 line (e.g. ``optim.lr=2e-4 data.patch_size=96``). Unknown keys, values of the wrong type and
 values out of range are rejected with a one-line message by :func:`resolve`, before training
 writes anything. The resolved config is written next to every checkpoint.
+
+A resumed run is configured by its checkpoint instead (:func:`resume_config`): the command line
+may change only the settings in :data:`SAFE_ON_RESUME`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -18,28 +22,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data import LAYOUTS
 from ..degradations import DEGRADATIONS, synthetic_names
 from ..errors import UserError, check_at_least
+from ..model.config import PRESETS as MODEL_PRESETS, DFPIRConfig, get_config
 
-if typing.TYPE_CHECKING:
-    from ..model.config import DFPIRConfig
+MODEL_KEYS: dict[str, Any] = typing.get_type_hints(DFPIRConfig)
+"""The keys of ``[model]``: ``preset`` and every other field of :class:`DFPIRConfig`, with their types."""
 
+# What the ``[model]`` section of configs written before it held only overrides used for "the
+# preset's own value"; such configs are still read (a run resumed across the change).
+_LEGACY_UNSET = {"dim": 0, "num_blocks": [], "num_refinement_blocks": -1, "heads": [], "ffn_expansion_factor": 0.0}
 
 
 @dataclass
 class ModelSection:
-    """Which network to train: a preset of :mod:`dfpir.model.config` plus field overrides."""
+    """Which network to train: a preset of :mod:`dfpir.model.config` and overrides of its fields.
+
+    ``overrides`` holds only the fields that were set (``dim``, ``guidance``, ...); the network is
+    the preset with them applied, and :class:`DFPIRConfig` itself checks the values.
+    """
 
     preset: str = "tiny"
-    guidance: str = "faithful"
-    # Architecture overrides of the preset (0 or []: the preset's own value), see DFPIRConfig.
-    dim: int = 0
-    num_blocks: list[int] = field(default_factory=list)
-    num_refinement_blocks: int = -1  # -1: the preset's
-    heads: list[int] = field(default_factory=list)
-    ffn_expansion_factor: float = 0.0
+    overrides: dict[str, Any] = field(default_factory=dict)
 
-    def config(self) -> "DFPIRConfig":
+    def set(self, key: str, value: Any, source: str) -> None:
+        """Set ``preset`` or override one :class:`DFPIRConfig` field, checking the key and its type."""
+        if key not in MODEL_KEYS:
+            raise UserError(f"{source}: unknown config key model.{key}; known: {', '.join(sorted(MODEL_KEYS))}")
+        value = _coerce(value, MODEL_KEYS[key], f"model.{key}")
+        if key == "preset":
+            self.preset = value
+        else:
+            self.overrides[key] = value
+
+    def config(self) -> DFPIRConfig:
         """The network this section describes: the preset with the overrides applied.
 
         Raises
@@ -47,25 +64,16 @@ class ModelSection:
         UserError
             If the preset is unknown or the overrides do not make a valid network.
         """
-        from ..model.config import PRESETS as MODEL_PRESETS, get_config
-
         if self.preset not in MODEL_PRESETS:
             raise UserError(f"unknown model preset {self.preset!r}; choose one of: {', '.join(MODEL_PRESETS)}")
-        changes: dict[str, Any] = {"guidance": self.guidance}
-        if self.dim:
-            changes["dim"] = self.dim
-        if self.num_blocks:
-            changes["num_blocks"] = tuple(self.num_blocks)
-        if self.num_refinement_blocks >= 0:
-            changes["num_refinement_blocks"] = self.num_refinement_blocks
-        if self.heads:
-            changes["heads"] = tuple(self.heads)
-        if self.ffn_expansion_factor:
-            changes["ffn_expansion_factor"] = self.ffn_expansion_factor
         try:
-            return get_config(self.preset, **changes)
+            return get_config(self.preset, **self.overrides)
         except (ValueError, TypeError) as exc:
             raise UserError(f"model section: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``preset`` and the fields set, as written to ``[model]``."""
+        return {"preset": self.preset, **self.overrides}
 
 
 @dataclass
@@ -80,6 +88,10 @@ class DataSection:
     workers: int = 0
     val_patches_per_image: int = 2
     val_crop: int = 128  # the narrowest held-out strip of the built-in photos is 136 px
+    # Files under data.root: every holdout-th file of each task is validation, never trained on
+    # (0: validate on the built-in photos, for the clean layout only).
+    holdout: int = 0
+    size_mismatch: str = "error"  # a pair whose input and target differ in size: "error" or "crop"
 
 
 @dataclass
@@ -127,8 +139,8 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as nested plain dicts, one per section."""
-        return dataclasses.asdict(self)
+        """The config as nested plain dicts, one per section (``[model]``: only what is set)."""
+        return {"model": self.model.to_dict(), **{s: dataclasses.asdict(getattr(self, s)) for s in ("data", "optim", "train")}}
 
     def to_toml(self) -> str:
         """The config as TOML (for ``config.toml`` next to checkpoints)."""
@@ -138,6 +150,18 @@ class TrainConfig:
             lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
             lines.append("")
         return "\n".join(lines)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str) -> "TrainConfig":
+        """The config recorded as :meth:`to_dict` (in a checkpoint), checked like a config file."""
+        model = dict(values.get("model", {}))
+        for key, unset in _LEGACY_UNSET.items():
+            if model.get(key) == unset:
+                del model[key]
+        cfg = cls()
+        apply(cfg, {**values, "model": model}, source)
+        validate(cfg)
+        return cfg
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -155,16 +179,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"steps": 4500, "ema_decay": 0.995, "val_every": 500, "ckpt_every": 250, "out_dir": "runs/weights"},
     },
     # The paper's recipe (spec: L1, Adam 1e-4, batch 5, patch 128, ~80 epochs on one GPU).
-    # Deviations: a validation split instead of test-set selection; steps instead of epochs.
+    # Deviations: a validation split (every 50th training file of each task) instead of test-set
+    # selection; steps instead of epochs.
     "3task": {
         "model": {"preset": "paper"},
-        "data": {"layout": "3task", "degradations": ["noise15", "noise25", "noise50", "rain", "haze"], "patch_size": 128},
+        "data": {"layout": "3task", "degradations": ["noise15", "noise25", "noise50", "rain", "haze"], "patch_size": 128, "holdout": 50},
         "optim": {"lr": 1e-4, "batch_size": 5, "cosine_steps": 500 * 142_431 // 5},
         "train": {"steps": 80 * 142_431 // 5, "val_every": 5000, "ckpt_every": 5000, "out_dir": "runs/3task", "classifier": False},
     },
+    # The 5task layout's denoising folder is degraded at all three sigmas (dfpir.data.layouts.scan),
+    # so those are the run's degradations (and prompts) too.
     "5task": {
         "model": {"preset": "paper"},
-        "data": {"layout": "5task", "degradations": ["noise25", "rain", "haze", "blur", "lowlight"], "patch_size": 128},
+        "data": {"layout": "5task", "degradations": ["noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlight"],
+                 "patch_size": 128, "holdout": 50},
         "optim": {"lr": 1e-4, "batch_size": 5, "cosine_steps": 500 * 226_621 // 5},
         "train": {"steps": 80 * 226_621 // 5, "val_every": 5000, "ckpt_every": 5000, "out_dir": "runs/5task", "classifier": False},
     },
@@ -174,8 +202,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a field annotation, converting int -> float where harmless."""
     origin = typing.get_origin(annotation)
-    if origin is list:
-        (item,) = typing.get_args(annotation)
+    if origin in (list, tuple):  # tuples (DFPIRConfig's) are written as TOML lists
+        item = typing.get_args(annotation)[0]
         if not isinstance(value, list):
             raise UserError(f"config key {key} must be a list, got {value!r}")
         return [_coerce(v, item, f"{key}[]") for v in value]
@@ -197,6 +225,10 @@ def apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> None:
         if not isinstance(entries, dict):
             raise UserError(f"{source}: [{section}] must be a table of keys")
         target = getattr(cfg, section)
+        if isinstance(target, ModelSection):
+            for key, value in entries.items():
+                target.set(key, value, source)
+            continue
         hints = typing.get_type_hints(type(target))
         for key, value in entries.items():
             if key not in hints:
@@ -217,18 +249,81 @@ def parse_override(text: str) -> dict[str, Any]:
     return {section: {name: value}}
 
 
-def resolve(preset: str = "demo", config_file: str | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Build the config from a preset, an optional TOML file and dotted overrides."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown training preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    cfg = TrainConfig()
-    apply(cfg, PRESETS[preset], f"preset {preset}")
+def layers(preset: str | None, config_file: str | None, overrides: list[str]) -> list[tuple[dict[str, Any], str]]:
+    """What a command line sets, in resolution order: ``(values, where they come from)`` each."""
+    out = []
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(f"unknown training preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        out.append((PRESETS[preset], f"preset {preset}"))
     if config_file:
-        apply(cfg, read_config_file(Path(config_file)), config_file)
-    for text in overrides:
-        apply(cfg, parse_override(text), "command line")
+        out.append((read_config_file(Path(config_file)), config_file))
+    return out + [(parse_override(text), "command line") for text in overrides]
+
+
+def resolve(preset: str | None = "demo", config_file: str | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Build the config from a preset (``None``: demo), an optional TOML file and dotted overrides."""
+    cfg = TrainConfig()
+    for values, source in layers(preset or "demo", config_file, overrides):
+        apply(cfg, values, source)
     validate(cfg)
     return cfg
+
+
+# --------------------------------------------------------------------------- resuming a run
+
+SAFE_ON_RESUME = ("train.steps", "train.val_every", "train.ckpt_every", "train.log_every", "train.out_dir",
+                  "train.device", "train.threads", "data.workers")
+"""The settings a resumed run may change: how long it runs, how often it reports and saves, where
+it writes and what it runs on. Everything else would make it another run than the one stored."""
+
+
+def resume_config(stored: TrainConfig, checkpoint: Path, preset: str | None, config_file: str | None,
+                  overrides: list[str]) -> TrainConfig:
+    """The config of a resumed run: the one ``checkpoint`` was made with (``stored``), with what
+    the command line sets on top (checked by :func:`resume_changes` when the run starts).
+
+    ``train.out_dir`` is the checkpoint's folder unless the command line names another.
+    """
+    cfg = copy.deepcopy(stored)
+    given = layers(preset, config_file, overrides)
+    for values, source in given:
+        apply(cfg, values, source)
+    if not any("out_dir" in values.get("train", {}) for values, _ in given):
+        cfg.train.out_dir = str(checkpoint.parent)
+    validate(cfg)
+    return cfg
+
+
+def settings(cfg: TrainConfig) -> dict[str, Any]:
+    """Every setting as ``section.key -> value``; the model as the fields of the network it makes
+    (two ``[model]`` sections that name the same network are the same setting)."""
+    flat = {f"model.{k}": v for k, v in cfg.model.config().to_dict().items()}
+    for section, values in cfg.to_dict().items():
+        if section != "model":
+            flat.update({f"{section}.{k}": v for k, v in values.items()})
+    return flat
+
+
+def resume_changes(stored: TrainConfig, cfg: TrainConfig, checkpoint: Path) -> dict[str, list[Any]]:
+    """The settings in which ``cfg`` differs from the run ``checkpoint`` was made with, as
+    ``{key: [stored value, new value]}``; all of them must be in :data:`SAFE_ON_RESUME`.
+
+    Raises
+    ------
+    UserError
+        Naming every other difference.
+    """
+    before, after = settings(stored), settings(cfg)
+    changed = {k: [before.get(k), after.get(k)] for k in {**before, **after} if before.get(k) != after.get(k)}
+    unsafe = [f"{k}={json.dumps(old)} (now {json.dumps(new)})" for k, (old, new) in changed.items() if k not in SAFE_ON_RESUME]
+    if unsafe:
+        raise UserError(
+            f"{checkpoint} was made with {'; '.join(unsafe)}; --resume continues a run as it was configured "
+            f"and may change only {', '.join(SAFE_ON_RESUME)}; for other settings start a new train.out_dir "
+            f"(train.init={checkpoint} starts from its weights)"
+        )
+    return changed
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -259,8 +354,6 @@ def validate(cfg: TrainConfig) -> None:
     UserError
         Naming the first bad key and the values it accepts.
     """
-    from ..data.datasets import LAYOUTS
-
     cfg.model.config()  # raises on an unknown preset or an invalid architecture
     if not cfg.data.degradations:
         raise UserError(f"data.degradations must name at least one degradation; known: {', '.join(DEGRADATIONS)}")
@@ -302,6 +395,21 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"{key} must be a multiple of 8 (8, 16, 24, ...), got {value}")
     if not 0 <= cfg.train.ema_decay < 1:
         raise UserError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+    _validate_files(cfg.data)
+
+
+def _validate_files(d: DataSection) -> None:
+    """How files under ``data.root`` are split and paired."""
+    if d.size_mismatch not in ("error", "crop"):
+        raise UserError(f"data.size_mismatch must be \"error\" or \"crop\" (both cropped to their common part), got {d.size_mismatch!r}")
+    check_at_least("data.holdout", d.holdout, 0, "0: no files held out")
+    if d.holdout == 1:
+        raise UserError("data.holdout=1 would hold every file out of training; use N >= 2 (every N-th file of each task validates)")
+    if d.holdout and d.layout == "builtin":
+        raise UserError("data.holdout is for files under data.root; the builtin layout validates on the right 30% of its photos")
+    if not d.holdout and d.layout not in ("builtin", "clean"):
+        raise UserError(f"data.layout={d.layout} validates on files held out of its training files: set data.holdout=N "
+                        "(every N-th file of each task, e.g. 50)")
 
 
 def _validate_optim(o: OptimSection) -> None:

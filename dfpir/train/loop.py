@@ -5,8 +5,10 @@ degraded on the fly by all seven synthetic degradations, on the CPU, and prints 
 table at the end. ``torchrun --nproc_per_node N -m dfpir.train ...`` trains on N processes
 (DistributedDataParallel; gloo on CPU, nccl on GPU).
 
-Reads top to bottom: configuration, distributed set-up, data, model, optimisation, the loop,
-validation, checkpoints.
+The story of a run, top to bottom: the configuration (:mod:`~dfpir.train.config`), the
+processes, the data, the model, the optimiser and its schedule, the loop, validation, and the
+command line that starts it all. Which samples a step sees is :mod:`~dfpir.train.sampling`;
+how the training state goes into a checkpoint is :mod:`~dfpir.train.state`.
 """
 
 from __future__ import annotations
@@ -15,31 +17,39 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, get_worker_info
-from tqdm import tqdm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..checkpoint import read
-
 from ..checkpoint import save as save_checkpoint
-from ..model.classifier import DegradationClassifier
+from ..data import SyntheticDataset, build_dataset, builtin_photos, validation_set
 from ..errors import CommandParser, UserError, cli_main
 from ..files import atomic_write, check_output_folder
 from ..metrics import psnr, ssim
+from ..model.classifier import DegradationClassifier
 from ..model.network import DFPIR
-from .config import ModelSection, TrainConfig, resolve
+from ..model.prompts import PromptBank
+from ..progress import progress
+from .config import TrainConfig, resolve, resume_changes, resume_config
+from .interrupts import StepBoundary
+from .precision import autocast, check_precision
+from .preflight import check_training_files
+from .sampling import SampleOrder, micro_batches
+from .state import flatten_state, load_initial_weights, state_mismatch, unflatten_state
 
 # -------------------------------------------------------------------------------------------------
-# distributed set-up
+# processes
 
 
 @dataclass
@@ -82,24 +92,59 @@ def pick_device(name: str, dist_local_rank: int = 0) -> torch.device:
 # data
 
 
-def build_data(cfg: TrainConfig, length: int):
-    """The training dataset (item i deterministic in (seed, i)) and the fixed validation samples."""
-    from ..data import datasets as data
+def build_data(cfg: TrainConfig, length: int, quiet: bool = False):
+    """The training dataset (item i deterministic in (seed, i)) and the fixed validation samples.
 
-    d = cfg.data
+    The built-in photos validate on the held-out right strip of each photo. Files under
+    ``data.root`` are checked first (:func:`~dfpir.train.preflight.check_training_files`), then
+    every ``data.holdout``-th file of each task is validation and never trained on (the ``clean``
+    layout without a holdout validates on the built-in photos' strips).
+    """
+    d, seed = cfg.data, cfg.train.seed
     if d.layout == "builtin":
-        train_set = data.SyntheticDataset(
-            data.builtin_photos("train"), d.degradations, d.patch_size, length, cfg.train.seed, d.ratios or None
-        )
-        val_images = data.builtin_photos("val")
-    else:
-        if not d.root:
-            raise UserError(f"data.layout={d.layout} needs data.root=FOLDER")
-        train_set = data.build_dataset(d.layout, d.root, "train", d.patch_size, degradations=d.degradations, seed=cfg.train.seed, ratios=d.ratios or None)
-        # A held-out split, never the test sets: the built-in photos give a small, fixed one.
-        val_images = data.builtin_photos("val")
-    val = data.validation_set(val_images, d.degradations, d.val_crop, d.val_patches_per_image, cfg.train.seed + 1)
-    return train_set, val
+        train_set = SyntheticDataset(builtin_photos("train"), d.degradations, d.patch_size, length, seed, d.ratios or None)
+        return train_set, validation_set(builtin_photos("val"), d.degradations, d.val_crop, d.val_patches_per_image, seed + 1)
+    if not d.root:
+        raise UserError(f"data.layout={d.layout} needs data.root=FOLDER")
+    found = check_training_files(d.layout, d.root, d.degradations, d.size_mismatch, quiet)
+    if set(found) != set(d.degradations):
+        raise UserError(f"data.degradations={json.dumps(d.degradations)}, but data.layout={d.layout} under {d.root} "
+                        f"holds {json.dumps(found)}; set data.degradations to those")
+    # labels: the classifier's classes, in the config's order
+    files = dict(degradations=d.degradations, labels=d.degradations, holdout=d.holdout, size_mismatch=d.size_mismatch)
+    train_set = build_dataset(d.layout, d.root, "train", d.patch_size, seed=seed, ratios=d.ratios or None, **files)
+    if not d.holdout:
+        return train_set, validation_set(builtin_photos("val"), d.degradations, d.val_crop, d.val_patches_per_image, seed + 1)
+    return train_set, build_dataset(d.layout, d.root, "val", d.val_crop, seed=seed + 1, per_image=d.val_patches_per_image, **files)
+
+
+# -------------------------------------------------------------------------------------------------
+# model
+
+
+class Joint(nn.Module):
+    """The restorer and the degradation classifier, wrapped together so DDP sees one module."""
+
+    def __init__(self, restorer: DFPIR, classifier: DegradationClassifier | None) -> None:
+        super().__init__()
+        self.restorer = restorer
+        self.classifier = classifier
+
+    def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Restored images and, when a classifier is trained, its degradation logits."""
+        logits = self.classifier(image) if self.classifier is not None else None
+        return self.restorer(image, prompt), logits
+
+
+def prompt_bank(names: Sequence[str], dim: int) -> PromptBank:
+    """The default prompts of the degradations a run trains on, and of no other: a checkpoint
+    offers only prompts its model learnt to follow."""
+    every = PromptBank.default(dim)
+    return PromptBank({n: every[n] for n in names}, {n: every.texts[n] for n in names})
+
+
+# -------------------------------------------------------------------------------------------------
+# optimisation: the loss, the schedule, and the trainer that owns the state
 
 
 def restoration_loss(restored: torch.Tensor, target: torch.Tensor, fft_weight: float = 0.0) -> torch.Tensor:
@@ -117,120 +162,6 @@ def restoration_loss(restored: torch.Tensor, target: torch.Tensor, fft_weight: f
     return loss
 
 
-def batch_indices(step: int, micro: int, accum: int, dist: Dist) -> list[list[int]]:
-    """Dataset indices of every micro-batch of ``step``; a function of the step only, so a resumed
-    run sees exactly the samples an uninterrupted one would, for any number of processes."""
-    per_step = micro * accum * dist.world
-    start = step * per_step
-    out = []
-    for a in range(accum):
-        base = start + a * micro * dist.world + dist.rank * micro
-        out.append(list(range(base, base + micro)))
-    return out
-
-
-class SampleOrder:
-    """Global sample number -> (epoch, dataset index): a seeded permutation of the dataset per epoch.
-
-    Datasets here lay their degradations out in contiguous index ranges, so reading them in order
-    would train on one degradation at a time; the permutation mixes them in every batch.
-    """
-
-    def __init__(self, dataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
-        self.epoch, self.perm = -1, torch.empty(0, dtype=torch.long)
-
-    def __call__(self, number: int) -> tuple[int, int]:
-        epoch, i = divmod(number, len(self.dataset))
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self.perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-        return epoch, int(self.perm[i])
-
-
-WORKER_ERROR = "worker_error"  # the key of an item that stands for a user error in a worker
-
-
-class EpochItems(Dataset):
-    """``items[(epoch, index)]`` is the dataset's item ``index`` drawn in ``epoch``, whichever process
-    asks: DataLoader workers hold copies of the dataset that never see the main process's epoch.
-
-    In a worker process, a user error (an unreadable image, say) becomes the item
-    ``{WORKER_ERROR: message}``, which :func:`micro_batches` raises again in the training process:
-    torch would re-raise it there with the worker's whole traceback in its message.
-    """
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        epoch, index = key
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        try:
-            return self.dataset[index]
-        except (UserError, ValueError, OSError) as exc:  # what cli_main reports in one line
-            if get_worker_info() is None:
-                raise
-            return {WORKER_ERROR: str(exc)}
-
-
-def micro_batches(dataset, order: SampleOrder, steps: range, micro: int, accum: int, dist: Dist,
-                  workers: int = 0, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
-    """The collated micro-batches of ``steps``, in order; with ``workers`` processes preparing them
-    ahead. Every item depends only on its (epoch, index), so the batches are the same for any
-    number of workers, and a resumed run that starts later sees the same ones."""
-    keys = ([order(i) for i in indices] for step in steps for indices in batch_indices(step, micro, accum, dist))
-    items = EpochItems(dataset)
-    if workers == 0:
-        return (collate([items[k] for k in batch]) for batch in keys)
-    loader = DataLoader(items, batch_sampler=keys, num_workers=workers, collate_fn=collate, pin_memory=pin_memory)
-    return raise_worker_errors(loader)
-
-
-def raise_worker_errors(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The batches, raising a worker's user error (see :class:`EpochItems`) as a one-line ``UserError``."""
-    for batch in batches:
-        if WORKER_ERROR in batch:
-            raise UserError(batch[WORKER_ERROR])
-        yield batch
-
-
-def collate(items: list[dict]) -> dict[str, Any]:
-    """Stack dataset items into a batch: input, target, label tensors and the degradation names
-    (or, if a worker failed on an item, its error alone)."""
-    errors = [it[WORKER_ERROR] for it in items if WORKER_ERROR in it]
-    if errors:
-        return {WORKER_ERROR: errors[0]}
-    return {
-        "input": torch.stack([it["input"] for it in items]),
-        "target": torch.stack([it["target"] for it in items]),
-        "degradation": [it["degradation"] for it in items],
-        "label": torch.tensor([it["label"] for it in items]),
-    }
-
-
-# -------------------------------------------------------------------------------------------------
-# model and optimisation
-
-
-class Joint(nn.Module):
-    """The restorer and the degradation classifier, wrapped together so DDP sees one module."""
-
-    def __init__(self, restorer: DFPIR, classifier: DegradationClassifier | None) -> None:
-        super().__init__()
-        self.restorer = restorer
-        self.classifier = classifier
-
-    def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Restored images and, when a classifier is trained, its degradation logits."""
-        logits = self.classifier(image) if self.classifier is not None else None
-        return self.restorer(image, prompt), logits
-
-
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine from 1 to ``min_lr / lr`` over ``cosine_steps`` (or the run)."""
     o = cfg.optim
@@ -242,112 +173,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def check_precision(device: torch.device, precision: str, option: str = "train.precision") -> None:
-    """Refuse fp16 off CUDA: its loss scaling is a GPU recipe, and CPUs have bf16 for this."""
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError(f"{option}=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for ``precision`` (``fp32``: none; ``bf16`` or ``fp16``)."""
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-# -------------------------------------------------------------------------------------------------
-# checkpoints: our model format plus the training state, in one safetensors file
-
-
-def flatten_state(prefix: str, state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split a nested state dict into tensors (by dotted name) and the JSON-able rest."""
-    tensors, rest = {}, {}
-    for key, value in state.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, torch.Tensor):
-            tensors[name] = value.detach().cpu().contiguous()
-        elif isinstance(value, dict):
-            t, r = flatten_state(name, value)
-            tensors.update(t)
-            rest[str(key)] = r
-        else:
-            rest[str(key)] = value
-    return tensors, rest
-
-
-def unflatten_state(prefix: str, tensors: dict[str, torch.Tensor], rest: dict, int_keys: bool = False) -> dict:
-    """Rebuild a nested state dict from :func:`flatten_state`'s tensors and JSON rest."""
-    out: dict = {}
-    for key, value in rest.items():
-        k = int(key) if int_keys and key.isdigit() else key
-        out[k] = unflatten_state(f"{prefix}.{key}", tensors, value, int_keys) if isinstance(value, dict) else value
-    for name, value in tensors.items():
-        if name.startswith(prefix + ".") and "." not in name[len(prefix) + 1 :]:
-            key = name[len(prefix) + 1 :]
-            out[int(key) if int_keys and key.isdigit() else key] = value
-    return out
-
-
-def load_initial_weights(joint: Joint, path: str) -> None:
-    """Start from the restorer (and, for the same degradations, the classifier) of a checkpoint.
-
-    The architecture must match the ``model`` section; a classifier trained for other degradations
-    is left at its fresh initialisation, since its output classes differ.
-    """
-    from ..checkpoint import load, load_classifier
-
-    restorer = load(path)
-    try:
-        joint.restorer.load_state_dict(restorer.state_dict())
-    except RuntimeError:
-        raise UserError(
-            f"train.init={path} holds a {restorer.config.preset!r} model that does not fit this run's; "
-            f"set model.preset (and the other model.* keys) to match it"
-        ) from None
-    classifier = load_classifier(path) if joint.classifier is not None else None
-    if classifier is not None and classifier.classes == joint.classifier.classes:
-        joint.classifier.load_state_dict(classifier.state_dict())
-
-
-def resume_mismatch(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """The settings that shape the training state where a checkpoint's recorded config ``saved``
-    differs from ``cfg``, as ``key=saved (this run: current)``: the model, the degradations (the
-    classifier's classes), the classifier, and whether EMA weights are kept."""
-    now = cfg.to_dict()
-    keys = [("data", "degradations"), ("train", "classifier")]
-    if not same_network(saved.get("model", {}), cfg):  # other keys can name the same network
-        keys = [("model", k) for k in now["model"]] + keys
-    diffs = [
-        f"{section}.{key}={json.dumps(saved[section][key])} (this run: {json.dumps(now[section][key])})"
-        for section, key in keys
-        if key in saved.get(section, {}) and saved[section][key] != now[section][key]
-    ]
-    ema = saved.get("train", {}).get("ema_decay", cfg.train.ema_decay)
-    if bool(ema) != bool(cfg.train.ema_decay):  # the saved tensors are laid out by this
-        diffs.append(f"train.ema_decay={ema} (this run: {cfg.train.ema_decay})")
-    return diffs
-
-
-def same_network(saved_model: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a recorded ``[model]`` section describes the network of ``cfg``."""
-    try:
-        return ModelSection(**saved_model).config() == cfg.model.config()
-    except (TypeError, UserError):  # keys of another dfpir version, or no network at all
-        return False
-
-
-def state_mismatch(own: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str:
-    """Why ``saved`` cannot be loaded into a module with state ``own`` ("" if it can)."""
-    missing, unexpected = own.keys() - saved.keys(), saved.keys() - own.keys()
-    reshaped = [k for k in own.keys() & saved.keys() if own[k].shape != saved[k].shape]
-    if not (missing or unexpected or reshaped):
-        return ""
-    return (f"its tensors do not match this model ({len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(reshaped)} of another shape)")
-
-
 class Trainer:
-    """Owns the model, optimiser, schedule, scaler, EMA and the loop."""
+    """Owns the model, optimiser, schedule, scaler, EMA and the loop's position in the run."""
 
     def __init__(self, cfg: TrainConfig, dist: Dist, device: torch.device) -> None:
         self.cfg, self.dist, self.device = cfg, dist, device
@@ -356,12 +183,11 @@ class Trainer:
         model_cfg = cfg.model.config()
         classes = list(cfg.data.degradations)
         classifier = DegradationClassifier(classes) if cfg.train.classifier else None
-        self.joint = Joint(DFPIR(model_cfg), classifier).to(device)
+        self.joint = Joint(DFPIR(model_cfg, prompts=prompt_bank(classes, model_cfg.prompt_dim)), classifier).to(device)
         if cfg.train.init:
-            load_initial_weights(self.joint, cfg.train.init)
+            load_initial_weights(self.joint.restorer, self.joint.classifier, cfg.train.init)
         if cfg.train.channels_last:
             self.joint.to(memory_format=torch.channels_last)
-        self.labels = {name: i for i, name in enumerate(classes)}
         params = [p for p in self.joint.parameters() if p.requires_grad]
         fused = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
@@ -369,92 +195,41 @@ class Trainer:
         ) if cfg.optim.weight_decay else torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-        self.ema = None
-        if cfg.train.ema_decay:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(self.joint, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay))
+        self.ema = AveragedModel(self.joint, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay)) if cfg.train.ema_decay else None
         self.module = self.joint
         if dist.world > 1:
             self.module = nn.parallel.DistributedDataParallel(self.joint, device_ids=[device.index] if device.type == "cuda" else None)
-        self.step = 0
-        self.best = -math.inf
+        self.step = 0  # optimisation steps done
+        self.best = -math.inf  # best mean validation PSNR so far
+        self.validated = 0  # the last step whose validation is recorded
+        self.saved_step: int | None = None  # the step of last.safetensors on disk
 
     @property
     def restorer(self) -> DFPIR:
         """The DFPIR network being trained (without DDP or the classifier)."""
         return self.joint.restorer
 
-    # --- checkpoints -----------------------------------------------------------------------------
-
     def eval_joint(self) -> Joint:
         """The weights to validate and ship: the EMA average when enabled."""
         return self.ema.module if self.ema is not None else self.joint
 
-    def save(self, path: Path, with_training_state: bool) -> None:
-        """Our model checkpoint (loadable by :func:`dfpir.load`) plus the classifier and, for
-        ``last.safetensors``, everything needed to resume exactly."""
-        joint = self.eval_joint()
-        tensors: dict[str, torch.Tensor] = {}
-        meta = {"train_config": json.dumps(self.cfg.to_dict()), "step": str(self.step)}
-        if joint.classifier is not None:
-            tensors.update({f"classifier.{k}": v for k, v in joint.classifier.state_dict().items()})
-            meta["classifier_classes"] = json.dumps(joint.classifier.classes)
-        if with_training_state:
-            if self.ema is not None:  # otherwise the live weights are the model./classifier. ones
-                tensors.update({f"train.{k}": v for k, v in self.joint.state_dict().items()})
-            opt_tensors, opt_rest = flatten_state("optim", self.optimizer.state_dict())
-            tensors.update(opt_tensors)
-            tensors["rng.torch"] = torch.get_rng_state()
-            if self.ema is not None:  # its weights are the model./classifier. ones
-                tensors["ema.n_averaged"] = self.ema.n_averaged
-            sched = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
-            meta["training_state"] = json.dumps(
-                {"optim": opt_rest, "scheduler": sched, "scaler": self.scaler.state_dict(), "best": self.best}
-            )
-        save_checkpoint(joint.restorer, path, extra_metadata=meta, extra_tensors=tensors)
-
-    def resume(self, path: Path) -> None:
-        """Continue from a ``last.safetensors``: weights, optimiser, schedule, EMA, step and random state."""
-        tensors, meta = read(path)
-        if "training_state" not in meta:
-            raise UserError(f"{path} holds no training state (only 'last.safetensors' checkpoints can be resumed)")
-        state = json.loads(meta["training_state"])
-        if self.ema is not None:
-            joint_state = {k[len("train."):]: v for k, v in tensors.items() if k.startswith("train.")}
-        else:
-            joint_state = {f"restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
-            joint_state.update({k: v for k, v in tensors.items() if k.startswith("classifier.")})
-        made_with = resume_mismatch(json.loads(meta.get("train_config", "{}")), self.cfg)
-        unfit = state_mismatch(self.joint.state_dict(), joint_state)
-        if made_with or unfit:
-            recorded = path.parent / "config.toml"
-            raise UserError(
-                f"{path} does not fit this run's config: {'it was made with ' + '; '.join(made_with) if made_with else unfit}; "
-                f"resume with the config it was made with{f' (--config {recorded})' if recorded.is_file() else ''}, "
-                "or start a new train.out_dir"
-            )
-        self.joint.load_state_dict(joint_state)
-        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-        self.optimizer.load_state_dict(unflatten_state("optim", optim_tensors, state["optim"], int_keys=True))
-        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            ema_state = {f"module.restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
-            ema_state.update({f"module.{k}": v for k, v in tensors.items() if k.startswith("classifier.")})
-            self.ema.load_state_dict({**ema_state, "n_averaged": tensors["ema.n_averaged"]})
-        torch.set_rng_state(tensors["rng.torch"])
-        self.step = int(meta["step"])
-        self.best = state["best"]
-
-    # --- the loop --------------------------------------------------------------------------------
+    # --- one step --------------------------------------------------------------------------------
 
     def batches(self, dataset, end: int) -> Iterator[dict[str, Any]]:
-        """The micro-batches of steps ``self.step`` .. ``end - 1`` (see :func:`micro_batches`)."""
+        """The micro-batches of steps ``self.step`` .. ``end - 1`` (see :func:`~dfpir.train.sampling.micro_batches`)."""
         cfg = self.cfg
         micro = cfg.optim.batch_size // (cfg.optim.accum_steps * self.dist.world)
-        return micro_batches(dataset, SampleOrder(dataset, cfg.train.seed), range(self.step, end), micro,
-                             cfg.optim.accum_steps, self.dist, cfg.data.workers, self.device.type == "cuda")
+        return micro_batches(dataset, SampleOrder(dataset, cfg.train.seed), range(self.step, end), micro, cfg.optim.accum_steps,
+                             self.dist.rank, self.dist.world, cfg.data.workers, self.device.type == "cuda")
+
+    def next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
+        """The next micro-batch; a data error says what the run keeps and how to go on."""
+        try:
+            return next(batches)
+        except UserError as exc:
+            kept = (f"{self.out / 'last.safetensors'} (step {self.saved_step}) is kept: fix it, then continue with --resume"
+                    if self.saved_step is not None else "no checkpoint was saved yet: fix it, then start again with --overwrite")
+            raise UserError(f"{exc}; training stopped before step {self.step + 1}, {kept}") from None
 
     def train_step(self, batches: Iterator[dict[str, Any]]) -> float:
         """One optimisation step over the global batch (with gradient accumulation); returns the loss."""
@@ -462,7 +237,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(cfg.optim.accum_steps):
-            batch = next(batches)
+            batch = self.next_batch(batches)
             image = batch["input"].to(self.device)
             target = batch["target"].to(self.device)
             if cfg.train.channels_last:
@@ -495,13 +270,264 @@ class Trainer:
         self.step += 1
         return total
 
-    @torch.no_grad()
-    def validate(self, samples: list[dict]) -> dict[str, dict[str, float]]:
-        """Per degradation: PSNR/SSIM of the input and of the restored image, classifier accuracy."""
-        joint = self.eval_joint().eval()
-        rows: dict[str, dict[str, list[float]]] = {}
-        for s in samples:
-            image = s["input"][None].to(self.device)
+    # --- validation ------------------------------------------------------------------------------
+
+    def validation_due(self) -> bool:
+        """Whether the current step is one to validate at and its validation is not yet recorded
+        (a resumed run redoes one that was interrupted)."""
+        t = self.cfg.train
+        return self.step > self.validated and (self.step % t.val_every == 0 or self.step == t.steps)
+
+    def validate(self, samples) -> dict[str, dict[str, float]]:
+        """The validation table of the weights to ship (see :func:`validate`)."""
+        return validate(self.eval_joint(), samples, self.device)
+
+    # --- checkpoints: our model format plus the training state, in one safetensors file ------------
+
+    def save(self, path: Path, with_training_state: bool) -> None:
+        """Our model checkpoint (loadable by :func:`dfpir.load`) plus the classifier and, for
+        ``last.safetensors``, everything needed to resume exactly."""
+        joint = self.eval_joint()
+        tensors: dict[str, torch.Tensor] = {}
+        meta = {"train_config": json.dumps(self.cfg.to_dict()), "step": str(self.step)}
+        if joint.classifier is not None:
+            tensors.update({f"classifier.{k}": v for k, v in joint.classifier.state_dict().items()})
+            meta["classifier_classes"] = json.dumps(joint.classifier.classes)
+        if with_training_state:
+            if self.ema is not None:  # otherwise the live weights are the model./classifier. ones
+                tensors.update({f"train.{k}": v for k, v in self.joint.state_dict().items()})
+            opt_tensors, opt_rest = flatten_state("optim", self.optimizer.state_dict())
+            tensors.update(opt_tensors)
+            tensors["rng.torch"] = torch.get_rng_state()
+            if self.ema is not None:  # its weights are the model./classifier. ones
+                tensors["ema.n_averaged"] = self.ema.n_averaged
+            sched = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+            meta["training_state"] = json.dumps({"optim": opt_rest, "scheduler": sched, "scaler": self.scaler.state_dict(),
+                                                 "best": self.best, "validated": self.validated})
+        save_checkpoint(joint.restorer, path, extra_metadata=meta, extra_tensors=tensors)
+        if with_training_state:
+            self.saved_step = self.step
+
+    def resume(self, tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
+        """Continue from a ``last.safetensors`` (read by :func:`read_resumable`): weights, optimiser,
+        schedule, EMA, step, validation record and random state."""
+        state = json.loads(meta["training_state"])
+        if self.ema is not None:
+            joint_state = {k[len("train."):]: v for k, v in tensors.items() if k.startswith("train.")}
+        else:
+            joint_state = {f"restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
+            joint_state.update({k: v for k, v in tensors.items() if k.startswith("classifier.")})
+        unfit = state_mismatch(self.joint.state_dict(), joint_state)
+        if unfit:
+            raise UserError(f"{path} does not fit the config it records: {unfit}; start a new train.out_dir")
+        self.joint.load_state_dict(joint_state)
+        optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+        self.optimizer.load_state_dict(unflatten_state("optim", optim_tensors, state["optim"], int_keys=True))
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **state["scheduler"]})
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            ema_state = {f"module.restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
+            ema_state.update({f"module.{k}": v for k, v in tensors.items() if k.startswith("classifier.")})
+            self.ema.load_state_dict({**ema_state, "n_averaged": tensors["ema.n_averaged"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = self.saved_step = int(meta["step"])
+        self.best = state["best"]
+        self.validated = state.get("validated", self.step)  # older checkpoints: saved after validating
+
+
+def read_resumable(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], TrainConfig]:
+    """The tensors, metadata and recorded config of a checkpoint a run can continue from."""
+    tensors, meta = read(path)
+    if "training_state" not in meta or "train_config" not in meta:
+        raise UserError(f"{path} holds no training state (only 'last.safetensors' checkpoints can be resumed)")
+    return tensors, meta, TrainConfig.from_dict(json.loads(meta["train_config"]), f"the config recorded in {path}")
+
+
+# -------------------------------------------------------------------------------------------------
+# the run: its folder, then the loop
+
+RUN_FILES = ("best.safetensors", "last.safetensors", "config.toml", "metrics.jsonl")
+"""What a run writes to ``train.out_dir`` (and a ``tensorboard/`` folder when TensorBoard is installed)."""
+
+
+def check_run_folder(out: Path, checkpoint: Path | None, overwrite: bool) -> None:
+    """Refuse a folder that holds another run: it is continued (``--resume``) or deliberately
+    replaced (``--overwrite``), never mixed with a new one."""
+    continued = checkpoint is not None and out.resolve() == checkpoint.parent.resolve()
+    if continued and overwrite:
+        raise UserError(f"--overwrite would delete the run in {out} that --resume continues; give only one of them")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not continued and not overwrite:
+        raise UserError(f"train.out_dir {out} already holds a run ({', '.join(held)}); continue it with --resume, "
+                        "or start over with --overwrite (deletes those files)")
+
+
+def clear_run(out: Path) -> None:
+    """Delete the files of the run in ``out`` (``--overwrite``), leaving anything else there."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)
+
+
+def log_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON record as a line to ``path``."""
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def tensorboard_writer(out: Path):
+    """A TensorBoard writer into ``out/tensorboard``, or ``None`` without TensorBoard."""
+    try:  # an optional dependency, imported only when a run starts
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def run(cfg: TrainConfig, resume: str | Path | None = None, stop_at: int | None = None, overwrite: bool = False) -> dict[str, dict[str, float]]:
+    """Train according to ``cfg``; returns the last validation table.
+
+    ``resume`` (``"auto"``: ``train.out_dir/last.safetensors``, or a checkpoint) continues the run
+    it holds, which ``cfg`` must describe but for :data:`~dfpir.train.config.SAFE_ON_RESUME`;
+    the changes are recorded in ``metrics.jsonl``. ``stop_at`` saves and stops after that step
+    while the schedule still spans ``train.steps`` (for time-sliced jobs). ``overwrite`` deletes
+    the run already in ``train.out_dir``, which is refused otherwise.
+    """
+    # processes
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    check_precision(device, cfg.train.precision)
+    if stop_at is not None and stop_at < 1:
+        raise UserError(f"--stop-at must be a step >= 1 (save and stop after it), got {stop_at}")
+    out = Path(cfg.train.out_dir)
+    checkpoint = (out / "last.safetensors" if resume == "auto" else Path(resume)) if resume else None
+    saved, changed = None, {}
+    if checkpoint is not None:
+        tensors, meta, stored = read_resumable(checkpoint)
+        saved, changed = (tensors, meta), resume_changes(stored, cfg, checkpoint)
+    # Every process checks the folder before any joins the group: rank 0 writes only after that.
+    check_run_folder(out, checkpoint, overwrite)
+    dist = setup_distributed(device)
+    if cfg.optim.batch_size % (cfg.optim.accum_steps * dist.world):
+        raise UserError(f"optim.batch_size={cfg.optim.batch_size} must divide by accum_steps x processes = {cfg.optim.accum_steps * dist.world}")
+
+    dataset, val = build_data(cfg, cfg.train.steps * cfg.optim.batch_size, quiet=not dist.main)
+    trainer = Trainer(cfg, dist, device)
+    if saved is not None:
+        trainer.resume(*saved, checkpoint)
+        if stop_at is not None and stop_at <= trainer.step:
+            raise UserError(f"--stop-at {stop_at} is not after step {trainer.step}, where {checkpoint} stopped; give a later step")
+
+    # Everything that can refuse the run came before this first write.
+    writer = None
+    if dist.main:
+        if overwrite:
+            clear_run(out)
+        check_output_folder(out)
+        text = cfg.to_toml()
+        atomic_write(out / "config.toml", lambda tmp: Path(tmp).write_text(text))
+        if checkpoint is not None:
+            log_jsonl(out / "metrics.jsonl", {"resumed_at": trainer.step, "changed": changed})
+        writer = tensorboard_writer(out)
+    end = min(cfg.train.steps, stop_at if stop_at is not None else cfg.train.steps)
+    try:
+        table = loop(trainer, dataset, val, end, writer)
+    finally:
+        if writer:
+            writer.close()
+        if dist.world > 1:
+            torch.distributed.destroy_process_group()
+    if dist.main and end < cfg.train.steps:
+        print(f"stopped after step {end} of {cfg.train.steps} (--stop-at); {out / 'last.safetensors'} saved; "
+              f"continue with: python -m dfpir.train train.out_dir={out} --resume")
+    if dist.main and table:
+        print(format_table(table))
+        print(f"results in {out}: best.safetensors (mean validation PSNR {trainer.best:.2f} dB), last.safetensors, metrics.jsonl, config.toml")
+    return table
+
+
+def loop(trainer: Trainer, dataset, val, end: int, writer) -> dict[str, dict[str, float]]:
+    """Steps ``trainer.step`` .. ``end - 1``, each followed by the validation and checkpoint due;
+    returns the last validation table. Ctrl-C saves ``last.safetensors`` and stops at a step
+    boundary (see :mod:`~dfpir.train.interrupts`)."""
+    cfg, main, out = trainer.cfg, trainer.dist.main, trainer.out
+    bar = progress(total=cfg.train.steps, desc="train", unit="step", initial=trainer.step, disable=not main)
+    boundary = StepBoundary()
+    t0, seen = time.perf_counter(), 0
+    table: dict = {}
+    try:
+        if trainer.validation_due():  # a resumed run whose validation was interrupted
+            table = after_step(trainer, val, end, writer, boundary)
+        batches = trainer.batches(dataset, end)
+        while trainer.step < end:
+            with boundary.hold():  # the update and its log line, whole or not at all
+                loss = trainer.train_step(batches)
+                lr = trainer.optimizer.param_groups[0]["lr"]
+                if main and trainer.step % cfg.train.log_every == 0:
+                    log_jsonl(out / "metrics.jsonl", {"step": trainer.step, "loss": loss, "lr": lr})
+                    if writer:
+                        writer.add_scalar("train/loss", loss, trainer.step)
+            seen += cfg.optim.batch_size
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+            table = after_step(trainer, val, end, writer, boundary) or table
+    except KeyboardInterrupt:
+        bar.close()
+        if main and boundary.torn:
+            print(f"\ninterrupted twice, inside step {trainer.step + 1}; kept {out / 'last.safetensors'} "
+                  f"(step {trainer.saved_step}); continue with --resume", file=sys.stderr)
+        elif main:
+            trainer.save(out / "last.safetensors", with_training_state=True)
+            print(f"\ninterrupted at step {trainer.step}; saved {out / 'last.safetensors'}; continue with --resume", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    return table
+
+
+def after_step(trainer: Trainer, val, end: int, writer, boundary: StepBoundary) -> dict[str, dict[str, float]]:
+    """The validation and the checkpoint due after ``trainer.step``; the table, if it validated.
+
+    Validation may be interrupted (a resumed run redoes it); recording it is not: its metrics
+    line, ``best.safetensors`` and the step it marks validated go together.
+    """
+    cfg, main, out = trainer.cfg, trainer.dist.main, trainer.out
+    table: dict = {}
+    if trainer.validation_due():
+        table = trainer.validate(val)
+        mean_psnr = sum(r["psnr"] for r in table.values()) / len(table)
+        with boundary.hold():
+            if main:
+                log_jsonl(out / "metrics.jsonl", {"step": trainer.step, "val": table, "val_mean_psnr": mean_psnr})
+                if writer:
+                    writer.add_scalar("val/mean_psnr", mean_psnr, trainer.step)
+            if mean_psnr > trainer.best:
+                trainer.best = mean_psnr
+                if main:
+                    trainer.save(out / "best.safetensors", with_training_state=False)
+            trainer.validated = trainer.step
+    if main and (trainer.step % cfg.train.ckpt_every == 0 or trainer.step == end):
+        trainer.save(out / "last.safetensors", with_training_state=True)
+    return table
+
+
+# -------------------------------------------------------------------------------------------------
+# validation
+
+
+@torch.no_grad()
+def validate(joint: Joint, samples, device: torch.device) -> dict[str, dict[str, float]]:
+    """Per degradation: PSNR/SSIM of the input and of the restored image, classifier accuracy.
+
+    ``samples`` is a list or dataset of items in the data format (fixed crops).
+    """
+    joint.eval()
+    rows: dict[str, dict[str, list[float]]] = {}
+    try:
+        for i in range(len(samples)):
+            s = samples[i]
+            image = s["input"][None].to(device)
             restored = joint.restorer(image, joint.restorer.embed_prompts(s["degradation"]))[0]
             r = rows.setdefault(s["degradation"], {k: [] for k in ("input_psnr", "psnr", "input_ssim", "ssim", "accuracy")})
             r["input_psnr"].append(psnr(s["input"], s["target"]))
@@ -511,8 +537,9 @@ class Trainer:
             if joint.classifier is not None:
                 names, _ = joint.classifier.predict(image)
                 r["accuracy"].append(float(names[0] == s["degradation"]))
+    finally:
         joint.train()
-        return {d: {k: sum(v) / len(v) if v else float("nan") for k, v in r.items()} for d, r in rows.items()}
+    return {d: {k: sum(v) / len(v) if v else float("nan") for k, v in r.items()} for d, r in rows.items()}
 
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
@@ -528,114 +555,82 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def log_jsonl(path: Path, record: dict) -> None:
-    """Append one JSON record as a line to ``path``."""
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+# -------------------------------------------------------------------------------------------------
+# the command line
 
 
-def run(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None) -> dict[str, dict[str, float]]:
-    """Train according to ``cfg``; returns the last validation table.
+@contextmanager
+def plain_warnings() -> Iterator[None]:
+    """Warnings as one ``warning: message`` line each, without the source line that raised them."""
+    previous = warnings.showwarning
 
-    ``stop_at`` saves and stops after that step while the schedule still spans ``train.steps``
-    (for time-sliced jobs); ``--resume`` continues exactly where it stopped.
-    """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    check_precision(device, cfg.train.precision)
-    dist = setup_distributed(device)
-    if cfg.optim.batch_size % (cfg.optim.accum_steps * dist.world):
-        raise UserError(f"optim.batch_size={cfg.optim.batch_size} must divide by accum_steps x processes = {cfg.optim.accum_steps * dist.world}")
-    if stop_at is not None and stop_at < 1:
-        raise UserError(f"--stop-at must be a step >= 1 (save and stop after it), got {stop_at}")
-    out = Path(cfg.train.out_dir)
-    # Everything that can refuse the run comes before the first write, so a refused run leaves
-    # neither a config.toml nor an empty out_dir behind.
-    trainer = Trainer(cfg, dist, device)
-    if resume:
-        path = out / "last.safetensors" if resume == "auto" else Path(resume)
-        trainer.resume(path)
-        if stop_at is not None and stop_at <= trainer.step:
-            raise UserError(f"--stop-at {stop_at} is not after step {trainer.step}, where {path} stopped; give a later step")
-    dataset, val = build_data(cfg, cfg.train.steps * cfg.optim.batch_size)
-    if dist.main:
-        check_output_folder(out)
-        text = cfg.to_toml()
-        atomic_write(out / "config.toml", lambda tmp: Path(tmp).write_text(text))
-    writer = None
-    if dist.main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=file or sys.stderr)
 
-            writer = SummaryWriter(str(out / "tensorboard"))
-        except ImportError:
-            pass
-
-    bar = tqdm(total=cfg.train.steps, initial=trainer.step, disable=not dist.main, desc="train", dynamic_ncols=True)
-    t0, seen = time.perf_counter(), 0
-    table: dict = {}
+    warnings.showwarning = show
     try:
-        end = min(cfg.train.steps, stop_at if stop_at is not None else cfg.train.steps)
-        batches = trainer.batches(dataset, end)
-        while trainer.step < end:
-            loss = trainer.train_step(batches)
-            seen += cfg.optim.batch_size
-            lr = trainer.optimizer.param_groups[0]["lr"]
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-            if dist.main and trainer.step % cfg.train.log_every == 0:
-                log_jsonl(out / "metrics.jsonl", {"step": trainer.step, "loss": loss, "lr": lr})
-                if writer:
-                    writer.add_scalar("train/loss", loss, trainer.step)
-            if trainer.step % cfg.train.val_every == 0 or trainer.step == cfg.train.steps:
-                table = trainer.validate(val)
-                mean_psnr = sum(r["psnr"] for r in table.values()) / len(table)
-                if dist.main:
-                    log_jsonl(out / "metrics.jsonl", {"step": trainer.step, "val": table, "val_mean_psnr": mean_psnr})
-                    if mean_psnr > trainer.best:
-                        trainer.best = mean_psnr
-                        trainer.save(out / "best.safetensors", with_training_state=False)
-            if dist.main and (trainer.step % cfg.train.ckpt_every == 0 or trainer.step == end):
-                trainer.save(out / "last.safetensors", with_training_state=True)
-    except KeyboardInterrupt:
-        bar.close()
-        if dist.main:
-            trainer.save(out / "last.safetensors", with_training_state=True)
-            print(f"\ninterrupted at step {trainer.step}; saved {out / 'last.safetensors'}; continue with --resume auto", file=sys.stderr)
-        raise
+        yield
     finally:
-        bar.close()
-        if writer:
-            writer.close()
-        if dist.world > 1:
-            torch.distributed.destroy_process_group()
-    if dist.main and table:
-        print(format_table(table))
-        print(f"results in {out}: best.safetensors (mean validation PSNR {trainer.best:.2f} dB), last.safetensors, metrics.jsonl, config.toml")
-    return table
+        warnings.showwarning = previous
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m dfpir.train``."""
     p = CommandParser(prog="python -m dfpir.train", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. optim.lr=2e-4 train.steps=500")
-    p.add_argument("--preset", default="demo", help="demo (default), weights (the shipped weights' recipe), 3task or 5task")
+    p.add_argument("--preset", help="demo (the default), weights (the shipped weights' recipe), 3task or 5task")
     p.add_argument("--config", help="a TOML file with [model], [data], [optim], [train] tables")
-    p.add_argument("--resume", nargs="?", const="auto", help="continue from OUT_DIR/last.safetensors, or from the given file")
+    p.add_argument("--resume", nargs="?", const="auto",
+                   help="continue the run in train.out_dir (or of the given last.safetensors) as it was configured")
+    p.add_argument("--overwrite", action="store_true", help="delete the run already in train.out_dir and start a new one")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="save and stop after STEP (the schedule still spans train.steps)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
     return p
 
 
+def overrides_first(argv: list[str]) -> list[str]:
+    """``argv`` with the ``section.key=value`` overrides moved before the options.
+
+    argparse takes positional arguments in one run only, so ``a.b=1 --resume c.d=2`` would fail;
+    and ``--resume`` takes an optional checkpoint, which an override right after it is not.
+    """
+    takes_value = {"--preset", "--config", "--stop-at"}
+    overrides, options, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token in takes_value:
+            options += argv[i : i + 2]  # the option and its value
+            i += 2
+            continue
+        if token.startswith("-") or (options[-1:] == ["--resume"] and ("=" not in token or Path(token).exists())):
+            options.append(token)  # an option, or the checkpoint of --resume
+        else:
+            overrides.append(token)
+        i += 1
+    return overrides + options
+
+
+def config_of(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
+    """The run's config and the checkpoint it continues: for ``--resume``, the config recorded in
+    the checkpoint with the command line's settings on top; else the preset, file and overrides."""
+    if not args.resume:
+        return resolve(args.preset, args.config, args.overrides), None
+    if args.resume == "auto":
+        checkpoint = Path(resolve(args.preset, args.config, args.overrides).train.out_dir) / "last.safetensors"
+    else:
+        checkpoint = Path(args.resume)
+    *_, stored = read_resumable(checkpoint)
+    return resume_config(stored, checkpoint, args.preset, args.config, args.overrides), checkpoint
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.train [--preset P] [--config F] [key=value ...]``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    cfg = resolve(args.preset, args.config, args.overrides)
+    args = build_parser().parse_args(overrides_first(sys.argv[1:] if argv is None else argv))
+    cfg, checkpoint = config_of(args)
     if args.print_config:
         print(cfg.to_toml())
         return 0
-    run(cfg, args.resume, args.stop_at)
+    with plain_warnings():
+        run(cfg, checkpoint, args.stop_at, args.overwrite)
     return 0
-
