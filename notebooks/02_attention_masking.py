@@ -33,9 +33,9 @@ import torch
 
 import dfpir
 import reference
-import dfpir.analysis.core as analysis
+from dfpir import analysis
 from dfpir.model.attention import channel_logits, split_heads
-from dfpir.data.datasets import builtin_photos, to_tensor
+from dfpir.data import builtin_photos, to_tensor
 from dfpir.model.masked_attention import kept_per_row, masked_softmax, topk_mask
 
 torch.set_num_threads(1)

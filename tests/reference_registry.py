@@ -4,6 +4,10 @@ One row per operation (PyTorch OpInfo style): the reference function, the PyTorc
 thin adapter with the *same signature* that builds the module from the same state dict), the
 Hypothesis strategy that draws a whole consistent case, whether the result must match exactly,
 the tolerance with its reason, the loop twin, and whether ``gradcheck`` applies.
+
+A row whose operation has a fused inference kernel (:mod:`dfpir.model.fused`) names it as its
+``fused`` twin, an adapter with the same signature again: the generic tests run the row a second
+time through the twin, against the same reference and the same tolerances.
 The generic tests live in ``test_reference_equivalence.py``.
 """
 
@@ -11,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -22,6 +27,7 @@ from hypothesis import strategies as st
 import dfpir
 import reference
 import dfpir.model.attention as t_attn
+import dfpir.model.fused as fused
 import dfpir.model.masked_attention as t_masked
 import dfpir.model.network as t_net
 import dfpir.model.perturbation as t_perturb
@@ -90,9 +96,9 @@ class Case:
         return f"Case({self.config})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OpRow:
-    """One registry row; see the module docstring."""
+    """One registry row; see the module docstring. Keyword-only: each row reads as ``field=value``."""
 
     name: str
     ref: Callable
@@ -100,12 +106,16 @@ class OpRow:
     strategy: st.SearchStrategy
     exact: bool
     reason: str
+    fused: Optional[Callable] = None  # the same op through dfpir.model.fused, torch_fn's signature
     loop: Optional[Callable] = None
     gradcheck: bool = False
     f32_factor: float = 1.0  # multiplies the float32 tolerance (reason in ``reason``)
     decisions: bool = False  # makes sort / top-k decisions on computed values (near-tie check)
     conditioning: bool = True  # set aside ill-conditioned float32 examples (approximate rows only)
     grad_ok: Optional[Callable] = None  # case -> bool: is the PyTorch op smooth at this input?
+    # case -> float: the smallest gap at a decision that gradcheck's 1e-6 steps must not cross;
+    # default: the reference's recorded decision margins (``Margins.any``)
+    grad_margin: Optional[Callable] = None
     cost: int = 1  # the row runs max_examples // cost examples (at least 3): keeps CI in budget
     grad_args: tuple = field(default=(0,))  # positional args that gradcheck differentiates
 
@@ -260,9 +270,13 @@ def _has(params, name):
     return name in params
 
 
+def mdta_module(x, params, heads):
+    return load(MDTA(x.shape[1], heads, _has(params, "qkv.bias")), params)
+
+
 def torch_mdta(x, params, heads, prefix=""):
     """``MDTA`` built from ``params``."""
-    return load(MDTA(x.shape[1], heads, _has(params, "qkv.bias")), params)(x)
+    return mdta_module(x, params, heads)(x)
 
 
 def _expansion(params, name, channels):
@@ -270,10 +284,14 @@ def _expansion(params, name, channels):
     return (hidden + 0.5) / channels  # int(C * factor) == hidden exactly
 
 
+def gdfn_module(x, params):
+    c = x.shape[1]
+    return load(GDFN(c, _expansion(params, "project_out.weight", c), _has(params, "project_in.bias")), params)
+
+
 def torch_gdfn(x, params, prefix=""):
     """``GDFN`` built from ``params``."""
-    c = x.shape[1]
-    return load(GDFN(c, _expansion(params, "project_out.weight", c), _has(params, "project_in.bias")), params)(x)
+    return gdfn_module(x, params)(x)
 
 
 def torch_dgm(prompt, params, prefix=""):
@@ -281,31 +299,47 @@ def torch_dgm(prompt, params, prefix=""):
     return load(DGM(prompt.shape[1], params["linear2.weight"].shape[0]), params)(prompt)
 
 
+def perturb_module(x, prompt, params):
+    return load(ChannelPerturbation(x.shape[1], prompt.shape[1]), params)
+
+
 def torch_perturb(x, prompt, params, prefix=""):
     """``ChannelPerturbation`` (faithful) built from ``params``."""
-    return load(ChannelPerturbation(x.shape[1], prompt.shape[1]), params)(x, prompt)
+    return perturb_module(x, prompt, params)(x, prompt)
+
+
+def masked_cross_attention_module(query, params, heads, keep_ratio):
+    m = MaskedCrossAttention(query.shape[1], heads, _has(params, "q.bias"), keep_ratio)
+    return load(m, params)
 
 
 def torch_masked_cross_attention(query, context, params, heads, keep_ratio=0.9, prefix=""):
     """``MaskedCrossAttention`` built from ``params``."""
-    m = MaskedCrossAttention(query.shape[1], heads, _has(params, "q.bias"), keep_ratio)
-    return load(m, params)(query, context)
+    return masked_cross_attention_module(query, params, heads, keep_ratio)(query, context)
+
+
+def dgpb_module(x, prompt, params, heads, keep_ratio):
+    c = x.shape[1]
+    m = DGPB(c, heads, _expansion(params, "ffn.project_out.weight", c), _has(params, "attn.q.bias"),
+             _has(params, "norm_q.bias"), prompt.shape[1], "faithful", keep_ratio)
+    return load(m, params)
 
 
 def torch_dgpb(x, prompt, params, heads, keep_ratio=0.9, prefix=""):
     """``DGPB`` built from ``params``."""
+    return dgpb_module(x, prompt, params, heads, keep_ratio)(x, prompt)
+
+
+def transformer_block_module(x, params, heads):
     c = x.shape[1]
-    m = DGPB(c, heads, _expansion(params, "ffn.project_out.weight", c), _has(params, "attn.q.bias"),
-             _has(params, "norm_q.bias"), prompt.shape[1], "faithful", keep_ratio)
-    return load(m, params)(x, prompt)
+    m = TransformerBlock(c, heads, _expansion(params, "ffn.project_out.weight", c),
+                         _has(params, "attn.qkv.bias"), _has(params, "norm1.bias"))
+    return load(m, params)
 
 
 def torch_transformer_block(x, params, heads, prefix=""):
     """``TransformerBlock`` built from ``params``."""
-    c = x.shape[1]
-    m = TransformerBlock(c, heads, _expansion(params, "ffn.project_out.weight", c),
-                         _has(params, "attn.qkv.bias"), _has(params, "norm1.bias"))
-    return load(m, params)(x)
+    return transformer_block_module(x, params, heads)(x)
 
 
 def torch_downsample(x, params, prefix=""):
@@ -322,6 +356,109 @@ def torch_dfpir_forward(params, image, prompt, config):
     """The whole ``DFPIR`` model built from ``config`` and ``params``."""
     model = dfpir.DFPIR(dfpir.DFPIRConfig(**config))
     return load(model, params)(image, prompt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused twins: the same signatures, through dfpir.model.fused as inference runs it
+# ---------------------------------------------------------------------------------------------
+
+#: Rows per strip in the fused twins: the fewest ``fused.strip_rows`` gives, so that the drawn
+#: heights (up to 13) run several strips and their one-row halos, not one whole-image strip.
+STRIP = 4
+
+
+@contextmanager
+def small_strips() -> Iterator[None]:
+    """Run the fused kernels in strips of :data:`STRIP` rows (the least byte budget)."""
+    saved, fused.STRIP_BYTES = fused.STRIP_BYTES, 1
+    try:
+        yield
+    finally:
+        fused.STRIP_BYTES = saved
+
+
+def channels_last(obj):
+    """A module converted to channels-last, or a channels-last *copy* of a (B, C, H, W) tensor.
+
+    Inference runs the fused kernels on channels-last tensors (``inference.speed.prepare``), and
+    only those take oneDNN's fused post-ops in float32. Always a copy: ``fused.gdfn_`` writes into
+    its input, which may share memory with the drawn case's arrays.
+    """
+    if isinstance(obj, torch.nn.Module):
+        return obj.to(memory_format=torch.channels_last)
+    return obj.clone(memory_format=torch.channels_last)
+
+
+def no_norm(x):
+    """The identity in place of a block's LayerNorm, returning a new tensor as LayerNorm does:
+    ``fused.gdfn_`` writes a strip's output into its input once the next strip's norm has read
+    the shared halo row, so a norm that returned a view would read the written row."""
+    return x.clone()
+
+
+def fused_channel_logits(q, k, temperature):
+    """The logits from the Gram statistics the fused attention sums strip by strip."""
+    b, heads, c, hw = q.shape
+
+    def as_image(t):  # (B, heads, c, HW) -> (B, heads*c, HW, 1): one pixel per row
+        return channels_last(t.reshape(b, heads * c, hw, 1))
+
+    qi, ki = as_image(q), as_image(k)
+    gram = fused.new_gram(q, heads * c, heads)
+    for r0 in range(0, hw, STRIP):
+        fused.accumulate_gram(gram, qi[:, :, r0:r0 + STRIP], ki[:, :, r0:r0 + STRIP], heads)
+    return fused.logits_from_gram(gram, temperature)
+
+
+def fused_mdta(x, params, heads, prefix=""):
+    """``fused.mdta`` (with :func:`no_norm`), less the residual it adds.
+
+    Taking ``x`` back off costs one rounding at ``|x|``: 1e-7 in float32 and 1e-16 in float64,
+    far inside both tolerances.
+    """
+    with small_strips():
+        return fused.mdta(no_norm, channels_last(mdta_module(x, params, heads)), channels_last(x)) - x
+
+
+def fused_gdfn(x, params, prefix=""):
+    """``fused.gdfn_`` (with :func:`no_norm`), less the residual it adds (one rounding, as in :func:`fused_mdta`)."""
+    with small_strips():
+        return fused.gdfn_(no_norm, channels_last(gdfn_module(x, params)), channels_last(x)) - x
+
+
+def fused_perturb(x, prompt, params, prefix=""):
+    """``fused.perturbation``: the channel perturbation as one (C x C) matrix per sample."""
+    return fused.perturbation(channels_last(perturb_module(x, prompt, params)), channels_last(x), prompt)
+
+
+def fused_masked_cross_attention(query, context, params, heads, keep_ratio=0.9, prefix=""):
+    """``fused.masked_cross_attention`` with :func:`no_norm` for both norms."""
+    m = channels_last(masked_cross_attention_module(query, params, heads, keep_ratio))
+    with small_strips():
+        return fused.masked_cross_attention(m, channels_last(query), no_norm, channels_last(context), no_norm)
+
+
+def fused_dgpb(x, prompt, params, heads, keep_ratio=0.9, prefix=""):
+    """``DGPB`` with its fused path on."""
+    m = channels_last(dgpb_module(x, prompt, params, heads, keep_ratio))
+    m.fused = True
+    with small_strips():
+        return m(channels_last(x), prompt)
+
+
+def fused_transformer_block(x, params, heads, prefix=""):
+    """``TransformerBlock`` with its fused path on."""
+    m = channels_last(transformer_block_module(x, params, heads))
+    m.fused = True
+    with small_strips():
+        return m(channels_last(x))
+
+
+def fused_dfpir_forward(params, image, prompt, config):
+    """The whole ``DFPIR`` model with every block fused (``DFPIR.set_fused``), channels-last."""
+    model = load(dfpir.DFPIR(dfpir.DFPIRConfig(**config)), params).set_fused(True)
+    with small_strips():
+        return channels_last(model)(channels_last(image), prompt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,6 +723,8 @@ def model_configs(draw) -> dfpir.DFPIRConfig:
         bias=draw(st.booleans()),
         layernorm_type=draw(st.sampled_from(["WithBias", "BiasFree"])),
         use_dgpb=draw(st.booleans()) or draw(st.booleans()),  # mostly with DGPBs
+        # the reference has no guidance switch: the learnable mode's forward pass is the faithful one
+        guidance=draw(st.sampled_from(["faithful", "learnable"])),
         keep_ratio=draw(st.sampled_from([0.9, 0.5])),
         prompt_dim=draw(st.sampled_from([8, 16])),
     )
@@ -606,60 +745,89 @@ def forward_cases(draw, max_side=13):
 # The registry
 # ---------------------------------------------------------------------------------------------
 
+def topk_gap(logits: np.ndarray, k: int) -> float:
+    """Smallest gap between the k-th and the (k+1)-th largest logit of any row (inf if k keeps all).
+
+    ``masked_softmax`` takes its top-k decision on its input directly; gradcheck's steps must
+    not cross it.
+    """
+    n = logits.shape[-1]
+    if k >= n:
+        return math.inf
+    s = -np.sort(-logits.reshape(-1, n), axis=-1)
+    return float((s[:, k - 1] - s[:, k]).min())
+
+
 R = reference
 REGISTRY: list[OpRow] = [
-    OpRow("layer_norm", R.layer_norm, t_layer_norm, layer_norm_cases(), False,
-          "default policy", loop=R.layer_norm_loop, gradcheck=True, grad_args=(0, 1)),
-    OpRow("conv2d", R.conv2d, torch_conv2d, conv_cases(), False,
-          "default policy", loop=R.conv2d_loop, gradcheck=True, grad_args=(0, 1)),
-    OpRow("pixel_unshuffle", R.pixel_unshuffle, F.pixel_unshuffle, unshuffle_cases(), True,
-          "index permutation: exact"),
-    OpRow("pixel_shuffle", R.pixel_shuffle, F.pixel_shuffle, shuffle_cases(), True,
-          "index permutation: exact"),
-    OpRow("gelu", R.gelu, F.gelu, elementwise_cases(), False,
-          "default policy (math.erf vs torch's erf)", gradcheck=True),
-    OpRow("split_heads", R.split_heads, t_attn.split_heads, split_heads_cases(), True, "reshape: exact"),
-    OpRow("merge_heads", R.merge_heads, t_attn.merge_heads, merge_heads_cases(), True, "reshape: exact"),
-    OpRow("l2_normalize", R.l2_normalize, torch_l2_normalize, elementwise_cases(), False,
-          "default policy; integer inputs include all-zero rows (the eps branch)", gradcheck=True,
+    OpRow(name="layer_norm", ref=R.layer_norm, torch_fn=t_layer_norm, strategy=layer_norm_cases(), exact=False,
+          reason="default policy", loop=R.layer_norm_loop, gradcheck=True, grad_args=(0, 1)),
+    OpRow(name="conv2d", ref=R.conv2d, torch_fn=torch_conv2d, strategy=conv_cases(), exact=False,
+          reason="default policy", loop=R.conv2d_loop, gradcheck=True, grad_args=(0, 1)),
+    OpRow(name="pixel_unshuffle", ref=R.pixel_unshuffle, torch_fn=F.pixel_unshuffle, strategy=unshuffle_cases(),
+          exact=True, reason="index permutation: exact"),
+    OpRow(name="pixel_shuffle", ref=R.pixel_shuffle, torch_fn=F.pixel_shuffle, strategy=shuffle_cases(),
+          exact=True, reason="index permutation: exact"),
+    OpRow(name="gelu", ref=R.gelu, torch_fn=F.gelu, strategy=elementwise_cases(), exact=False,
+          reason="default policy (math.erf vs torch's erf)", gradcheck=True),
+    OpRow(name="split_heads", ref=R.split_heads, torch_fn=t_attn.split_heads, strategy=split_heads_cases(),
+          exact=True, reason="reshape: exact"),
+    OpRow(name="merge_heads", ref=R.merge_heads, torch_fn=t_attn.merge_heads, strategy=merge_heads_cases(),
+          exact=True, reason="reshape: exact"),
+    OpRow(name="l2_normalize", ref=R.l2_normalize, torch_fn=torch_l2_normalize, strategy=elementwise_cases(),
+          exact=False, reason="default policy; integer inputs include all-zero rows (the eps branch)", gradcheck=True,
           grad_ok=lambda case: bool((np.linalg.norm(case.args[0], axis=-1) > 1e-3).all())),  # max(norm, eps) kink
-    OpRow("softmax", R.softmax, lambda x: x.softmax(-1), elementwise_cases(), False,
-          "default policy", gradcheck=True),
-    OpRow("channel_logits", R.channel_logits, t_attn.channel_logits, qkv_cases(n_inputs=2), False,
-          "default policy", gradcheck=True, grad_args=(0, 1, 2)),
-    OpRow("transposed_attention", R.transposed_attention, t_attn.transposed_attention, qkv_cases(), False,
-          "default policy", loop=R.transposed_attention_loop, gradcheck=True, grad_args=(0, 1, 2, 3)),
-    OpRow("mdta", R.mdta, torch_mdta, mdta_cases(), False, "default policy", gradcheck=True),
-    OpRow("hidden_width", R.hidden_width, t_hidden_width,
-          st.builds(lambda c, f: Case(dict(c=c, factor=f), (c, f)), st.integers(1, 800),
-                    st.sampled_from([2.66, 1.0, 0.5, 4.0, 2.0 / 3.0])), True, "integer: exact"),
-    OpRow("gdfn", R.gdfn, torch_gdfn, gdfn_cases(), False, "default policy", gradcheck=True),
-    OpRow("dgm", R.dgm, torch_dgm, dgm_cases(), False,
-          "float32: sums of up to 16 products of O(1) terms, within the default policy"),
-    OpRow("channel_order", R.channel_order, t_perturb.channel_order, order_cases(), True,
-          "integer order: exact, tie rule included", loop=R.channel_order_loop),
-    OpRow("channel_perturbation", R.channel_perturbation, t_perturb.channel_perturbation, gather_cases(), True,
-          "gather: exact"),
-    OpRow("inverse_order", R.inverse_order, t_perturb.inverse_order, inverse_cases(), True, "scatter: exact"),
-    OpRow("perturb", R.perturb, torch_perturb, perturb_cases(), False, "default policy", decisions=True),
-    OpRow("kept_per_row", R.kept_per_row, t_masked.kept_per_row, kept_cases(), True, "integer: exact"),
-    OpRow("topk_mask", R.topk_mask, t_masked.topk_mask, logits_cases(), True,
-          "boolean mask: exact, tie rule included", loop=R.topk_mask_loop),
-    OpRow("masked_softmax", R.masked_softmax, t_masked.masked_softmax, logits_cases(), False,
-          "default policy; masked entries are exactly 0 on both sides", gradcheck=True),
-    OpRow("masked_attention", R.masked_attention, torch_masked_attention, qkv_cases(with_kept=True), False,
-          "default policy", loop=R.masked_attention_loop, decisions=True, gradcheck=True, grad_args=(0, 1, 2, 3)),
-    OpRow("masked_cross_attention", R.masked_cross_attention, torch_masked_cross_attention,
-          masked_cross_attention_cases(), False, "default policy", decisions=True, gradcheck=True, grad_args=(0, 1)),
-    OpRow("dgpb", R.dgpb, torch_dgpb, dgpb_cases(), False, "default policy", decisions=True, gradcheck=True,
-          cost=2),
-    OpRow("transformer_block", R.transformer_block, torch_transformer_block, transformer_block_cases(), False,
-          "default policy", gradcheck=True),
-    OpRow("downsample", R.downsample, torch_downsample, down_cases(), False, "default policy", gradcheck=True),
-    OpRow("upsample", R.upsample, torch_upsample, up_cases(), False, "default policy", gradcheck=True),
-    OpRow("pad_to_multiple", R.pad_to_multiple, t_net.pad_to_multiple, pad_cases(), True, "copies values: exact"),
-    OpRow("dfpir_forward", R.dfpir_forward, torch_dfpir_forward, forward_cases(), False,
-          "float32: a whole U-net of tens of layers: 10x the default; ill-conditioned examples set aside",
-          decisions=True, f32_factor=10.0, cost=3),
+    OpRow(name="softmax", ref=R.softmax, torch_fn=lambda x: x.softmax(-1), strategy=elementwise_cases(), exact=False,
+          reason="default policy", gradcheck=True),
+    OpRow(name="channel_logits", ref=R.channel_logits, torch_fn=t_attn.channel_logits, strategy=qkv_cases(n_inputs=2),
+          exact=False, reason="default policy", fused=fused_channel_logits, gradcheck=True, grad_args=(0, 1, 2)),
+    OpRow(name="transposed_attention", ref=R.transposed_attention, torch_fn=t_attn.transposed_attention,
+          strategy=qkv_cases(), exact=False, reason="default policy", loop=R.transposed_attention_loop,
+          gradcheck=True, grad_args=(0, 1, 2, 3)),
+    OpRow(name="mdta", ref=R.mdta, torch_fn=torch_mdta, strategy=mdta_cases(), exact=False, reason="default policy",
+          fused=fused_mdta, gradcheck=True),
+    OpRow(name="hidden_width", ref=R.hidden_width, torch_fn=t_hidden_width,
+          strategy=st.builds(lambda c, f: Case(dict(c=c, factor=f), (c, f)), st.integers(1, 800),
+                             st.sampled_from([2.66, 1.0, 0.5, 4.0, 2.0 / 3.0])),
+          exact=True, reason="integer: exact"),
+    OpRow(name="gdfn", ref=R.gdfn, torch_fn=torch_gdfn, strategy=gdfn_cases(), exact=False, reason="default policy",
+          fused=fused_gdfn, gradcheck=True),
+    OpRow(name="dgm", ref=R.dgm, torch_fn=torch_dgm, strategy=dgm_cases(), exact=False,
+          reason="float32: sums of up to 16 products of O(1) terms, within the default policy"),
+    OpRow(name="channel_order", ref=R.channel_order, torch_fn=t_perturb.channel_order, strategy=order_cases(),
+          exact=True, reason="integer order: exact, tie rule included", loop=R.channel_order_loop),
+    OpRow(name="channel_perturbation", ref=R.channel_perturbation, torch_fn=t_perturb.channel_perturbation,
+          strategy=gather_cases(), exact=True, reason="gather: exact"),
+    OpRow(name="inverse_order", ref=R.inverse_order, torch_fn=t_perturb.inverse_order, strategy=inverse_cases(),
+          exact=True, reason="scatter: exact"),
+    OpRow(name="perturb", ref=R.perturb, torch_fn=torch_perturb, strategy=perturb_cases(), exact=False,
+          reason="default policy", fused=fused_perturb, decisions=True),
+    OpRow(name="kept_per_row", ref=R.kept_per_row, torch_fn=t_masked.kept_per_row, strategy=kept_cases(),
+          exact=True, reason="integer: exact"),
+    OpRow(name="topk_mask", ref=R.topk_mask, torch_fn=t_masked.topk_mask, strategy=logits_cases(), exact=True,
+          reason="boolean mask: exact, tie rule included", loop=R.topk_mask_loop),
+    OpRow(name="masked_softmax", ref=R.masked_softmax, torch_fn=t_masked.masked_softmax, strategy=logits_cases(),
+          exact=False, reason="default policy; masked entries are exactly 0 on both sides", gradcheck=True,
+          grad_margin=lambda case: topk_gap(*case.args)),
+    OpRow(name="masked_attention", ref=R.masked_attention, torch_fn=torch_masked_attention,
+          strategy=qkv_cases(with_kept=True), exact=False, reason="default policy", loop=R.masked_attention_loop,
+          decisions=True, gradcheck=True, grad_args=(0, 1, 2, 3)),
+    OpRow(name="masked_cross_attention", ref=R.masked_cross_attention, torch_fn=torch_masked_cross_attention,
+          strategy=masked_cross_attention_cases(), exact=False, reason="default policy",
+          fused=fused_masked_cross_attention, decisions=True, gradcheck=True, grad_args=(0, 1)),
+    OpRow(name="dgpb", ref=R.dgpb, torch_fn=torch_dgpb, strategy=dgpb_cases(), exact=False, reason="default policy",
+          fused=fused_dgpb, decisions=True, gradcheck=True, cost=2),
+    OpRow(name="transformer_block", ref=R.transformer_block, torch_fn=torch_transformer_block,
+          strategy=transformer_block_cases(), exact=False, reason="default policy", fused=fused_transformer_block,
+          gradcheck=True),
+    OpRow(name="downsample", ref=R.downsample, torch_fn=torch_downsample, strategy=down_cases(), exact=False,
+          reason="default policy", gradcheck=True),
+    OpRow(name="upsample", ref=R.upsample, torch_fn=torch_upsample, strategy=up_cases(), exact=False,
+          reason="default policy", gradcheck=True),
+    OpRow(name="pad_to_multiple", ref=R.pad_to_multiple, torch_fn=t_net.pad_to_multiple, strategy=pad_cases(),
+          exact=True, reason="copies values: exact"),
+    OpRow(name="dfpir_forward", ref=R.dfpir_forward, torch_fn=torch_dfpir_forward, strategy=forward_cases(),
+          exact=False, reason="float32: a whole U-net of tens of layers: 10x the default; ill-conditioned examples set aside",
+          fused=fused_dfpir_forward, decisions=True, f32_factor=10.0, cost=3),
 ]
 ROWS = {row.name: row for row in REGISTRY}

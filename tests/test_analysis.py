@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import dfpir
-
+import ast
+import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dfpir import DFPIR, get_config
+import dfpir
+from dfpir import DFPIR, analysis, get_config
 
-import dfpir.analysis.core as analysis
+PACKAGE = Path(analysis.__file__).parent
 
 DEGRADATIONS = ["noise25", "rain", "haze"]
 
@@ -302,3 +304,36 @@ def test_blur_bound_command(capsys, tmp_path):
     assert analysis.main(["blur-bound", "--patch", "4000"]) == 2
     err = capsys.readouterr().err
     assert "larger than an image" in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- the package's shape
+
+
+def public_names(module: str) -> set[str]:
+    """Functions, classes and constants a module of dfpir.analysis defines without a leading underscore."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    names |= {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+              for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_the_package_exports_every_public_name_of_its_modules():
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("_"))
+    assert {"ablations", "interference", "orders", "plots", "blur_bound", "cli"} <= set(modules)
+    defined = {name: m for m in modules for name in public_names(m)}
+    assert set(defined) - set(analysis.__all__) == set(), "public names missing from dfpir.analysis.__all__"
+    for name in analysis.__all__:
+        module = importlib.import_module(f"dfpir.analysis.{defined[name]}")
+        assert getattr(analysis, name) is getattr(module, name), name
+
+
+def test_matplotlib_is_imported_only_inside_the_functions_that_draw():
+    """matplotlib is optional (the dev extra): importing dfpir.analysis must not need it."""
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in names if m.split(".")[0] == "matplotlib"], path.name
+

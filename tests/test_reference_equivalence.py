@@ -8,19 +8,26 @@ For every row and device:
   tolerance, after setting aside (and counting) examples whose discrete decisions are near-ties;
 * the loop twin against the vectorised reference;
 * ``torch.autograd.gradcheck`` in float64 for differentiable rows.
+
+A row with a fused twin (:mod:`dfpir.model.fused`) runs the semantics and numerics checks a second
+time with the twin in place of the PyTorch function: same reference, same tolerances, same rules
+for setting examples aside. A meta-test checks that every fused kernel the blocks use has a row
+of its own.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
-import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, event, given, note, settings
+from hypothesis import Phase, assume, event, given, note, settings
 
+import dfpir.model.fused as fused
 import reference
 
 from .reference_registry import (
@@ -45,6 +52,11 @@ DEVICES = [
 NEAR_TIES: Counter = Counter()  # (row, precision) -> examples set aside
 EXAMPLES: Counter = Counter()  # (row, precision) -> examples compared
 ILL_CONDITIONED: Counter = Counter()  # row -> float32 examples set aside for conditioning
+
+#: The PyTorch side of each row: its plain function, and its fused twin where it has one.
+VARIANTS = [pytest.param(row, "torch", id=row.name) for row in REGISTRY] + [
+    pytest.param(row, "fused", id=f"{row.name}-fused") for row in REGISTRY if row.fused is not None
+]
 
 
 def _examples(row: OpRow):
@@ -77,48 +89,53 @@ def compare(actual, expected, *, exact: bool, tol, what: str, case: Case) -> Non
     )
 
 
-def _assume_no_near_tie(row: OpRow, case: Case, margins: Margins, precision: str) -> None:
-    """Set aside (and count) examples whose decisions sit within ``precision``'s resolution."""
-    EXAMPLES[row.name, precision] += 1
+def _assume_no_near_tie(row: OpRow, label: str, case: Case, margins: Margins, precision: str) -> None:
+    """Set aside (and count under ``label``) examples whose decisions sit within ``precision``'s resolution."""
+    EXAMPLES[label, precision] += 1
     margin = margins.positive
     if case.exact_inputs or not row.decisions or margin >= NEAR_TIE[precision]:
         return
-    NEAR_TIES[row.name, precision] += 1
+    NEAR_TIES[label, precision] += 1
     event(f"near-tie set aside ({precision})")
     note(f"decision margin {margin:.3e} < {NEAR_TIE[precision]:g}: set aside")
     assume(False)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("row", REGISTRY, ids=lambda r: r.name)
-def test_reference_matches_torch(row: OpRow, device: str) -> None:
-    """Reference vs PyTorch: semantics in float64, numerics in float32, loop vs vectorised."""
+@pytest.mark.parametrize("row, variant", VARIANTS)
+def test_reference_matches_torch(row: OpRow, variant: str, device: str) -> None:
+    """Reference vs PyTorch (or its fused twin): semantics in float64, numerics in float32, and
+    (once per row, with the plain function) loop vs vectorised and reference float32."""
+    fn = row.fused if variant == "fused" else row.torch_fn
+    label = row.name if variant == "torch" else f"{row.name} ({variant})"
 
     @given(case=row.strategy)
     @_examples(row)
     def check(case: Case) -> None:
-        note(f"{row.name} case: {case.config}")
+        note(f"{label} case: {case.config}")
         ref64, margin = run_reference(row.ref, case, np.float64)
-        _assume_no_near_tie(row, case, margin, "float64")
+        _assume_no_near_tie(row, label, case, margin, "float64")
         # semantics: float64 on both sides
-        compare(run_torch(row.torch_fn, case, torch.float64, device), ref64, exact=row.exact,
-                tol=tolerance("float64"), what=f"{row.name} torch-f64 vs ref-f64 on {device}", case=case)
-        if row.loop is not None:
+        compare(run_torch(fn, case, torch.float64, device), ref64, exact=row.exact,
+                tol=tolerance("float64"), what=f"{row.name} {variant}-f64 vs ref-f64 on {device}", case=case)
+        if row.loop is not None and variant == "torch":
             loop64 = row.loop(*case.args)
             compare(loop64, ref64, exact=row.exact, tol=tolerance("float64"),
                     what=f"{row.name} loop-f64 vs vectorised-f64", case=case)
         # numerics: float32 against the float64 reference
-        _assume_no_near_tie(row, case, margin, "float32")
+        _assume_no_near_tie(row, label, case, margin, "float32")
         tol32 = tolerance("float32", row.f32_factor)
         if row.conditioning and not row.exact:
             sensitivity = float32_sensitivity(row.ref, case, ref64)
             note(f"float32 sensitivity estimate {sensitivity:.3e}")
             if sensitivity > (tol32.atol + tol32.rtol * float(np.abs(ref64).max(initial=0.0))) / 4:
-                ILL_CONDITIONED[row.name] += 1
+                ILL_CONDITIONED[label] += 1
                 event("ill-conditioned example set aside (float32)")
                 assume(False)
-        compare(run_torch(row.torch_fn, case, torch.float32, device), ref64, exact=row.exact, tol=tol32,
-                what=f"{row.name} torch-f32 vs ref-f64 on {device}", case=case)
+        compare(run_torch(fn, case, torch.float32, device), ref64, exact=row.exact, tol=tol32,
+                what=f"{row.name} {variant}-f32 vs ref-f64 on {device}", case=case)
+        if variant != "torch":
+            return  # the reference's own float32 check needs no second run
         ref32, _ = run_reference(row.ref, case, np.float32)
         if isinstance(ref32, np.ndarray) and ref32.dtype.kind == "f":
             assert ref32.dtype == np.float32, f"{row.name}: float32 inputs gave {ref32.dtype}"
@@ -135,9 +152,7 @@ def test_torch_gradients(row: OpRow, device: str) -> None:
     @given(case=row.strategy)
     @_examples(row)
     def check(case: Case) -> None:
-        with_margin = run_reference(row.ref, case, np.float64)[1].any
-        if row.name == "masked_softmax":
-            with_margin = _topk_gap(*case.args)
+        with_margin = row.grad_margin(case) if row.grad_margin else run_reference(row.ref, case, np.float64)[1].any
         assume(with_margin >= GRAD_NEAR_TIE)  # the top-k boundary must not move under perturbation
         assume(row.grad_ok is None or row.grad_ok(case))
         args = [to_torch(a, torch.float64, device) for a in case.args]
@@ -159,19 +174,55 @@ def test_torch_gradients(row: OpRow, device: str) -> None:
     check()
 
 
-def _topk_gap(logits: np.ndarray, k: int) -> float:
-    n = logits.shape[-1]
-    if k >= n:
-        return math.inf
-    s = -np.sort(-logits.reshape(-1, n), axis=-1)
-    return float((s[:, k - 1] - s[:, k]).min())
-
-
 def test_every_public_reference_function_has_a_row() -> None:
     """Meta-test: each function in ``reference.__all__`` is a row's reference or loop twin."""
     covered = {r.ref for r in REGISTRY} | {r.loop for r in REGISTRY if r.loop is not None}
     missing = [name for name in reference.__all__ if getattr(reference, name) not in covered]
     assert not missing, f"public reference functions without a registry row: {missing}"
+
+
+def block_kernels(block: str) -> set[str]:
+    """The ``fused.<kernel>`` functions that ``dfpir/model/<block>.py`` calls (read from its source)."""
+    tree = ast.parse(Path(fused.__file__).with_name(f"{block}.py").read_text(encoding="utf-8"))
+    return {node.func.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "fused"}
+
+
+def kernels_run_by(row: OpRow, kernels: set[str], monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Which of ``kernels`` the row's fused twin calls on the row's first (simplest) case."""
+    called = set()
+
+    def spy(name, kernel):
+        def recording(*args):
+            called.add(name)
+            return kernel(*args)
+        return recording
+
+    @given(case=row.strategy)
+    @settings(max_examples=1, phases=[Phase.generate], derandomize=True, database=None)
+    def first(case: Case) -> None:  # the first example drawn (Hypothesis's simplest), not shrunk
+        run_torch(row.fused, case, torch.float64, "cpu")
+
+    with monkeypatch.context() as patch:
+        for name in kernels:
+            patch.setattr(fused, name, spy(name, getattr(fused, name)))
+        first()
+    return called
+
+
+def test_every_fused_kernel_of_the_blocks_has_a_row_of_its_own(monkeypatch) -> None:
+    """Meta-test: each fused kernel that ``TransformerBlock`` and ``DGPB`` use is the one kernel
+    some row's twin runs (so a wrong kernel fails a row of its own), and the blocks' own rows run
+    their blocks' kernels (their twins really take the fused path)."""
+    used = {"transformer_block": block_kernels("transformer"), "dgpb": block_kernels("dgpb")}
+    kernels = set().union(*used.values())
+    assert {"mdta", "gdfn_", "masked_cross_attention", "perturbation"} <= kernels
+    runs = {row.name: kernels_run_by(row, kernels, monkeypatch) for row in REGISTRY if row.fused is not None}
+    alone = {kernel for called in runs.values() if len(called) == 1 for kernel in called}
+    assert kernels <= alone, f"fused kernels without a registry row of their own: {sorted(kernels - alone)}"
+    for block, expected in used.items():
+        assert runs.get(block) == expected, f"{block}: the fused twin runs {runs.get(block)}, the block uses {expected}"
 
 
 def test_every_public_function_is_exported() -> None:

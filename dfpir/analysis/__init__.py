@@ -1,3 +1,72 @@
-"""Placeholder: re-exports while the package is split."""
+"""Measuring tools: task interference, ablations, channel orders, masked attention, the blur bound.
 
-from .core import main
+- :mod:`.ablations`: the same weights with one switch off (:data:`ABLATIONS`, :func:`ablate`,
+  :func:`build_model`);
+- :mod:`.interference`: gradient conflicts between degradations (:func:`task_batches`,
+  :func:`measure_interference`, :class:`Interference`);
+- :mod:`.orders`: each DGPB's channel order per prompt and its masked attention
+  (:func:`channel_orders`, :func:`order_similarity`, :func:`attention_map`);
+- :mod:`.plots`: their figures (matplotlib, an optional dependency, imported when drawing);
+- :mod:`.blur_bound`: what linear filters undo of the synthetic motion blur (:func:`deblur_bound`);
+- :mod:`.cli`: ``python -m dfpir.analysis interference | blur-bound``.
+"""
+
+from .ablations import ABLATIONS, ablate, build_model, identity_orders_
+from .blur_bound import WIENER_NSRS, deblur_bound
+from .cli import build_parser, main, run_blur_bound, run_interference
+from .interference import (
+    Batches,
+    Interference,
+    clean_crops,
+    conflict_fraction,
+    cosine_from_gram,
+    cosine_matrix,
+    interference_from_gradients,
+    layer_of,
+    mean_offdiagonal,
+    measure_interference,
+    task_batches,
+    task_gradients,
+)
+from .orders import attention_map, channel_orders, order_similarity, rank_correlation
+from .plots import plot_attention_map, plot_channel_orders, plot_interference, plot_layer_matrices, plot_matrix
+
+__all__ = [
+    # ablations
+    "ABLATIONS",
+    "ablate",
+    "build_model",
+    "identity_orders_",
+    # interference
+    "Batches",
+    "Interference",
+    "clean_crops",
+    "conflict_fraction",
+    "cosine_from_gram",
+    "cosine_matrix",
+    "interference_from_gradients",
+    "layer_of",
+    "mean_offdiagonal",
+    "measure_interference",
+    "task_batches",
+    "task_gradients",
+    # orders and attention
+    "attention_map",
+    "channel_orders",
+    "order_similarity",
+    "rank_correlation",
+    # plots
+    "plot_attention_map",
+    "plot_channel_orders",
+    "plot_interference",
+    "plot_layer_matrices",
+    "plot_matrix",
+    # the deblurring bound
+    "WIENER_NSRS",
+    "deblur_bound",
+    # the command line
+    "build_parser",
+    "main",
+    "run_blur_bound",
+    "run_interference",
+]

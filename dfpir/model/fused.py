@@ -20,7 +20,8 @@ model's, operation for operation, except where noted:
   ``W_out attn`` is formed first, which saves a full-resolution pass.
 
 Results equal the plain path up to float rounding (``tests/test_fused.py``: within 1e-5 of the
-plain model in float32, and of the NumPy reference to 1e-10 in float64). Only used under
+plain model in float32; each kernel is a fused twin in the reference oracle's registry, within
+1e-10 of the NumPy reference in float64). Only used under
 ``torch.no_grad`` / inference mode: training keeps the plain modules, whose backward torch
 derives.
 """
@@ -179,7 +180,8 @@ def gdfn_(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
 
     Writing into ``x`` saves a fresh output tensor and a copy per strip. A strip's output is
     written only after the next strip has read its halo row (which is this strip's last row),
-    so every strip sees the input as it was.
+    so every strip sees the input as it was; ``block_norm`` must therefore return a new tensor
+    (as LayerNorm does), not a view of ``x``.
     """
     h, w = x.shape[-2:]
     first, second, project_out = gdfn_weights(ffn)
