@@ -166,6 +166,10 @@ API_ORDER = {
                     "layernorm", "transformer", "prompts", "classifier", "fused"],
     "dfpir.degradations": ["registry", "synthetic"],
     "dfpir.inference": ["runner", "tiling", "speed"],
+    "dfpir.data": ["photos", "patches", "datasets", "layouts", "checker", "pairs", "bench", "cli"],
+    "dfpir.train": ["loop", "config", "sampling", "state", "precision", "preflight", "interrupts"],
+    "dfpir.analysis": ["interference", "ablations", "orders", "plots", "blur_bound", "cli"],
+    "dfpir.bench": ["suites", "layouts", "restore", "reference"],
     "reference": ["network", "dgpb", "perturbation", "masked_attention", "attention", "feedforward", "layernorm",
                   "transformer", "conv", "pixel_shuffle", "activations", "margins"],
 }
