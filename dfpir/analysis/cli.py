@@ -25,7 +25,7 @@ import torch
 
 from ..checkpoint import load
 from ..data import builtin_photos, list_images, read_image
-from ..degradations import DEGRADATIONS
+from ..degradations import DEGRADATIONS, synthetic_names
 from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..files import atomic_write, check_output_folder
 from ..model.network import DFPIR
@@ -92,7 +92,7 @@ def run_interference(args: argparse.Namespace) -> Interference:
         except TypeError as exc:
             raise UserError(f"--set: {exc}") from None
         source = f"preset {args.preset} (fresh, seed {args.seed})"
-    names = args.degradations or (model.prompts.names if args.weights else ["noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlight"])
+    names = args.degradations or (model.prompts.names if args.weights else synthetic_names())
     unknown = [n for n in names if n not in DEGRADATIONS]
     if unknown:
         raise UserError(f"unknown degradation {unknown[0]!r}; known: {', '.join(DEGRADATIONS)}")
