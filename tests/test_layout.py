@@ -126,3 +126,26 @@ def test_imports_are_read_inside_functions_and_resolved_relative_to_the_module(t
     monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: source)
     modules = {"dfpir.model.fused", "dfpir.errors", "dfpir.data", "dfpir.train", "dfpir.train.loop", "dfpir.model.dgpb"}
     assert imports_of(fake, modules) == expected
+
+
+#: The layers of docs/contributing.md, lowest first; a module may import its own layer and those below.
+LAYERS = [
+    ("base", ("dfpir.degradations", "dfpir.errors", "dfpir.files", "dfpir.progress")),
+    ("model", ("dfpir.model",)),
+    ("model I/O", ("dfpir.checkpoint", "dfpir.official")),
+    ("inference", ("dfpir.inference", "dfpir.images", "dfpir.metrics")),
+]
+
+
+def layer_of(module: str) -> int:
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return len(LAYERS)  # the tools: data, train, analysis, bench, the commands, the public API
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    graph = import_graph()
+    bad = [f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})" for m in sorted(graph) for t in sorted(graph[m])
+           if layer_of(t) > layer_of(m)]
+    assert not bad, "\n".join(bad)
