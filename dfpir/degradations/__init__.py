@@ -1,7 +1,8 @@
 """Degradations: the registry of degradation types and the synthetic models that make them.
 
-:mod:`~dfpir.degradations.registry` holds one row per type (name, prompt texts, the original's
-id, synthetic generator, noise sigma); :mod:`~dfpir.degradations.synthetic` holds the generators.
+[`registry`][dfpir.degradations.registry] holds one row per type (name, prompt texts, the
+original's id, synthetic generator, noise sigma); [`synthetic`][dfpir.degradations.synthetic]
+holds the generators.
 """
 
 from .registry import (

@@ -1,5 +1,6 @@
-"""Restoring whole photos with a trained model: tiling under a memory budget, prompts and blind
-mode (:mod:`~dfpir.inference.runner`), and the fast execution variants (:mod:`~dfpir.inference.speed`)."""
+"""Restoring whole photos with a trained model: tiling under a memory budget
+([`tiling`][dfpir.inference.tiling]), prompts and blind mode ([`runner`][dfpir.inference.runner]),
+and the fast execution variants ([`speed`][dfpir.inference.speed])."""
 
 from .runner import Prompt, Restorer
 from .tiling import TilePlan, restore_image

@@ -3,14 +3,12 @@
 Parameter counts and FLOPs (conv and matmul multiply-adds counted as 2 FLOPs, 256 x 256 input,
 measured by ``python -m dfpir.summary``):
 
-========== ============ ============ ============ ==========================================
-preset     parameters   trainable    GFLOPs @256  use
-========== ============ ============ ============ ==========================================
-paper      31,104,761   29,315,417   331.1        the published model (CVPR 2025)
-restormer  26,126,644   26,126,644   309.8        the same backbone without DGPBs (baseline)
-small      4,802,788    3,382,804    38.1         CPU training of a larger model
-tiny       2,464,992    1,168,128    12.5         tests, tutorials, the shipped demo weights
-========== ============ ============ ============ ==========================================
+| preset | parameters | trainable | GFLOPs @256 | use |
+|---|---|---|---|---|
+| paper | 31,104,761 | 29,315,417 | 331.1 | the published model (CVPR 2025) |
+| restormer | 26,126,644 | 26,126,644 | 309.8 | the same backbone without DGPBs (baseline) |
+| small | 4,802,788 | 3,382,804 | 38.1 | CPU training of a larger model |
+| tiny | 2,464,992 | 1,168,128 | 12.5 | tests, tutorials, the shipped demo weights |
 
 "Trainable" leaves out the frozen DGM linears (faithful guidance).
 """
