@@ -170,6 +170,7 @@ API_ORDER = {
     "dfpir.train": ["loop", "config", "sampling", "state", "precision", "preflight", "interrupts"],
     "dfpir.analysis": ["interference", "ablations", "orders", "plots", "blur_bound", "cli"],
     "dfpir.bench": ["suites", "layouts", "restore", "reference"],
+    "dfpir.study": ["arms", "grid", "runner", "measure", "stats", "report", "cli"],
     "reference": ["network", "dgpb", "perturbation", "masked_attention", "attention", "feedforward", "layernorm",
                   "transformer", "conv", "pixel_shuffle", "activations", "margins"],
 }

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-COMMANDS = ["analysis", "bench", "convert", "data", "demo", "evaluate", "restore", "summary", "train"]
+COMMANDS = ["analysis", "bench", "convert", "data", "demo", "evaluate", "restore", "study", "summary", "train"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
