@@ -24,3 +24,17 @@ torch.backends.cuda.matmul.allow_tf32 = False
 # algorithms may sum in a different order each time.
 torch.backends.cudnn.deterministic = True
 # --- end of CUDA numerics block ------------------------------------------------------------------
+
+
+# --- small tensors on a shared CPU -----------------------------------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small-tensor tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    fastest on tiny tensors, the same sums in every run, immune to oversubscribed CPUs; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

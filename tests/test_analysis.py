@@ -19,13 +19,7 @@ PACKAGE = Path(analysis.__file__).parent
 DEGRADATIONS = ["noise25", "rain", "haze"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest, and immune to oversubscribed CPUs; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from dfpir.train import Trainer
 MICRO = GRIDS["micro"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest and gives the same sums in every run; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def photos(folder, count: int = 2, size: tuple[int, int] = (40, 48)):
