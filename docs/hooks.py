@@ -40,10 +40,14 @@ GALLERY = "assets/gallery.png"
 
 
 def notebooks() -> list[Path]:
-    """The tutorial notebooks, in file-name order."""
+    """The tutorial notebooks (the jupytext ``.py`` sources), in file-name order.
+
+    An ``.ipynb`` made from one of them (``jupytext --to notebook``) is a copy, not another
+    tutorial, so it is neither listed nor rendered.
+    """
     if not NOTEBOOKS.is_dir():
         return []
-    return sorted(p for p in NOTEBOOKS.iterdir() if p.suffix in (".py", ".ipynb") and not p.name.startswith((".", "_")))
+    return sorted(p for p in NOTEBOOKS.iterdir() if p.suffix == ".py" and not p.name.startswith((".", "_")))
 
 
 def notebook_title(path: Path) -> str:

@@ -310,3 +310,15 @@ def test_site_builds_strictly_and_offline(tmp_path):
     for page in (tmp_path / "site").rglob("*.html"):
         remote += [f"{page.name}: {m}" for m in re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text(encoding="utf-8"))]
     assert not remote, "the site loads remote resources:\n" + "\n".join(sorted(set(remote))[:20])
+
+
+def test_a_notebook_converted_to_ipynb_is_not_a_second_tutorial(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    (tmp_path / "01_intro.py").write_text("# %% [markdown]\n# # Intro\n")
+    (tmp_path / "01_intro.ipynb").write_text("{}")  # what notebooks/README.md tells a reader to make
+    monkeypatch.setattr(hooks, "NOTEBOOKS", tmp_path)
+    assert [p.name for p in hooks.notebooks()] == ["01_intro.py"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/01_channel_shuffling.ipynb"], cwd=ROOT)
+    assert ignored.returncode == 0, "an .ipynb made from a notebook would show as untracked"
