@@ -111,9 +111,10 @@ plt.show()
 # ## The validation table
 #
 # PSNR and SSIM of the degraded input and of the restored image against the clean crop, per
-# degradation, and the classifier's accuracy. For comparison we also evaluate the *same network
-# before training*: `Trainer` seeds `torch` with `train.seed` before building the model, so
-# re-seeding and building it again gives the exact initial weights.
+# degradation, and the classifier's accuracy. For comparison we also evaluate an *untrained*
+# network of the same architecture, seeded with `train.seed`. It is not the run's exact starting
+# point (the run draws its classifier's weights first), only a network of the same kind before
+# any training.
 
 # %%
 print(train.format_table(table))
