@@ -111,7 +111,7 @@ def state_dict_problem(exc: RuntimeError) -> str:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
-    """Load a checkpoint written by :func:`save` and return the model in eval mode on ``device``."""
+    """Load a checkpoint written by [`save`][dfpir.checkpoint.save] and return the model in eval mode on ``device``."""
     tensors, metadata = read(path)
     try:
         config = DFPIRConfig.from_dict(json.loads(metadata["config"]))

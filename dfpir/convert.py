@@ -67,7 +67,7 @@ def trained_for(option: str | None) -> list[str]:
 
 def load_prompts(path: str, required: list[str]) -> PromptBank:
     """The prompt file, refused in one line unless it holds every ``required`` name (each entry is
-    checked by :meth:`PromptBank.from_file`): a checkpoint must know every degradation it was trained for."""
+    checked by [`PromptBank.from_file`][dfpir.model.prompts.PromptBank.from_file]): a checkpoint must know every degradation it was trained for."""
     bank = PromptBank.from_file(path)
     missing = [n for n in required if n not in bank]
     if missing:

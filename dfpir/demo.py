@@ -70,7 +70,7 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], pad: int = 4) -> np.
 def run_demo(weights: Path | None, out: Path, photos: int | None = None, precision: str = "fp32", device: str = "cpu") -> dict:
     """Degrade, restore and measure; write the gallery into ``out``. Returns the results table.
 
-    Restoration goes through :class:`dfpir.inference.runner.Restorer`, exactly as ``python -m dfpir.restore``.
+    Restoration goes through [`dfpir.inference.runner.Restorer`][dfpir.inference.runner.Restorer], exactly as ``python -m dfpir.restore``.
     """
     from .data import builtin_photos
     from .inference.runner import Restorer

@@ -15,7 +15,7 @@ USAGE_ERROR = 2
 class UserError(ValueError):
     """An error caused by the user's input; the message says what is wrong and what to do.
 
-    The command-line wrapper :func:`cli_main` prints exactly these as one line. It subclasses
+    The command-line wrapper [`cli_main`][dfpir.errors.cli_main] prints exactly these as one line. It subclasses
     ``ValueError`` so that library callers who catch ``ValueError`` keep working.
     """
 
@@ -36,7 +36,7 @@ def debugging() -> bool:
 def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a ``main(argv) -> exit code`` so user errors print ``error: ...`` and exit 2.
 
-    Only :class:`UserError` is caught: anything else is a bug and keeps its traceback. With
+    Only [`UserError`][dfpir.errors.UserError] is caught: anything else is a bug and keeps its traceback. With
     ``DFPIR_DEBUG=1`` user errors keep theirs too.
     """
 
@@ -57,7 +57,7 @@ def cli_main(func: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
 
 
 def check_at_least(name: str, value: float, low: float, note: str = "") -> None:
-    """Refuse ``value`` below ``low``, NaN or infinite with a one-line :class:`UserError` naming the
+    """Refuse ``value`` below ``low``, NaN or infinite with a one-line [`UserError`][dfpir.errors.UserError] naming the
     option or config key ``name`` (``note``: what ``low`` means, e.g. ``"0: torch's default"``)."""
     if not (math.isfinite(value) and value >= low):
         raise UserError(f"{name} must be >= {low}{f' ({note})' if note else ''}, got {value}")

@@ -7,7 +7,7 @@ Three ways to name the data:
 - ``--input DIR --target DIR`` without ``--degradation``, where DIR holds one sub-folder per
   degradation named after it (as ``python -m dfpir.data degrade`` writes): one column per
   sub-folder, each against the same targets;
-- ``--benchmark 3task|5task --root DIR``: the test layouts of :func:`dfpir.data.scan` under
+- ``--benchmark 3task|5task --root DIR``: the test layouts of [`dfpir.data.scan`][dfpir.data.layouts.scan] under
   ``ROOT/denoise`` (CBSD68 clean images), ``ROOT/derain`` (Rain100L ``input/rain-N`` with
   ``target/norain-N``), ``ROOT/dehaze`` (SOTS-outdoor ``input/XXXX_*.jpg`` with
   ``target/XXXX.png``), and for 5-task ``ROOT/deblur`` (GoPro ``blur``/``sharp``) and
@@ -144,7 +144,7 @@ def _crop(image: np.ndarray, protocol: str, path: Path) -> np.ndarray:
 
 def paired_samples(pairs: list[tuple[Path, Path]], degradation: str | None, protocol: str) -> Iterator[Sample | Skipped]:
     """Samples from (input file, target file) pairs; a pair that cannot be scored (unreadable,
-    sizes that disagree, too small) comes as :class:`Skipped`.
+    sizes that disagree, too small) comes as [`Skipped`][dfpir.evaluate.Skipped].
 
     Parameters
     ----------
@@ -186,7 +186,7 @@ class NoiseStream:
     Notes
     -----
     A clean image that cannot be used (unreadable, too small) draws no noise and comes out as
-    :class:`Skipped` at every sigma; the images after it then get a different realisation than
+    [`Skipped`][dfpir.evaluate.Skipped] at every sigma; the images after it then get a different realisation than
     the original's (which would have stopped).
     """
 
@@ -361,7 +361,7 @@ def skipped_lines(results: Results) -> list[str]:
 
 def format_table(results: Results, labels: list[str], fmt: str, header: dict[str, str]) -> str:
     """The paper-style table as ``text``, ``markdown``, ``csv`` or ``json``, with the skipped files
-    under it (CSV has no place for them: :func:`main` prints them on standard error)."""
+    under it (CSV has no place for them: [`main`][dfpir.evaluate.main] prints them on standard error)."""
     rows = table_rows(results, labels)
     if fmt == "json":
         skipped = [{"column": column, "file": item.file, "reason": item.reason} for column, item in results.skipped]

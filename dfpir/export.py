@@ -8,7 +8,7 @@ Why one file per degradation: each DGPB's channel order is a stable descending s
 of the prompt, which torch's ONNX exporter cannot translate (torch 2.13 has no ONNX function for
 ``aten.sort.stable``). A fixed prompt fixes the order, and then ``reduce(shuffle(expand(x)))`` is linear in ``x``: each DGPB's
 channel perturbation becomes one 1x1 convolution ``C -> C`` with ``W = W_r P W_e`` and
-``b = W_r P b_e + b_r`` (:class:`FoldedPerturbation`), exact up to rounding. The learnable
+``b = W_r P b_e + b_r`` ([`FoldedPerturbation`][dfpir.export.FoldedPerturbation]), exact up to rounding. The learnable
 guidance folds the same way (its straight-through gate is exactly 1 in the forward pass). A model
 without DGPBs (the ``restormer`` preset) takes no prompt, so it is exported once, as
 ``restormer.onnx``, whatever ``--degradations`` says.
@@ -61,18 +61,18 @@ EXAMPLE_SHAPE = (2, 3, 32, 40)
 
 
 def require_onnx() -> None:
-    """Raise a one-line :class:`UserError` unless the optional ONNX packages are installed."""
+    """Raise a one-line [`UserError`][dfpir.errors.UserError] unless the optional ONNX packages are installed."""
     missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"ONNX export needs {', '.join(missing)} (not installed): pip install 'dfpir[export]'")
 
 
 class FoldedPerturbation(nn.Module):
-    """A :class:`~dfpir.model.perturbation.ChannelPerturbation` for one fixed prompt, as one 1x1 convolution.
+    """A [`ChannelPerturbation`][dfpir.model.perturbation.ChannelPerturbation] for one fixed prompt, as one 1x1 convolution.
 
     With ``e = W_e x + b_e`` and ``shuffled[i] = e[order[i]]``, ``reduce(shuffled) = W_r P e + b_r``
     where ``W_r P = W_r[:, inv]`` and ``inv`` undoes ``order`` (as in
-    :func:`dfpir.model.fused.perturbation`). The product is taken in float64, so the folded weights
+    [`dfpir.model.fused.perturbation`][dfpir.model.fused.perturbation]). The product is taken in float64, so the folded weights
     are the exact ones rounded once.
 
     Parameters
@@ -104,13 +104,13 @@ class Specialised(nn.Module):
     """A network for one degradation: ``image`` (B, 3, H, W) -> restored, for any H, W >= 8.
 
     It pads bottom and right by reflection to a multiple of 8 and crops back, as
-    :meth:`DFPIR.forward` does for every image of at least 8 x 8 pixels, but without the shape
+    [`DFPIR.forward`][dfpir.model.network.DFPIR.forward] does for every image of at least 8 x 8 pixels, but without the shape
     checks and branches that the exporter cannot trace with a symbolic size.
 
     Parameters
     ----------
     network : DFPIR
-        A network whose DGPBs (if any) hold :class:`FoldedPerturbation` modules; it is used, not copied.
+        A network whose DGPBs (if any) hold [`FoldedPerturbation`][dfpir.export.FoldedPerturbation] modules; it is used, not copied.
     """
 
     def __init__(self, network: DFPIR) -> None:
@@ -140,7 +140,7 @@ def specialise(model: DFPIR, degradation: str | None) -> Specialised:
     """A copy of ``model`` for one degradation, ready to export (``model`` itself is untouched).
 
     Each DGPB's channel perturbation is folded into one 1x1 convolution
-    (:class:`FoldedPerturbation`) for ``degradation``'s prompt. A model without DGPBs takes no
+    ([`FoldedPerturbation`][dfpir.export.FoldedPerturbation]) for ``degradation``'s prompt. A model without DGPBs takes no
     prompt, so ``degradation`` may be ``None`` for it and is ignored.
 
     Parameters
@@ -166,9 +166,9 @@ def onnx_program(model: DFPIR, optimize: bool = True):
     The trace is the slow part of an export (tens of seconds for the ``tiny`` preset, most of it
     symbolic shape arithmetic) and the graph is the same for every degradation: only the folded
     weights differ. So the model is traced once, specialised to its first prompt, and
-    :func:`export_onnx` puts in each degradation's weights. ``optimize`` runs onnxscript's graph
+    [`export_onnx`][dfpir.export.export_onnx] puts in each degradation's weights. ``optimize`` runs onnxscript's graph
     optimiser (about 2.5x fewer nodes, faster in onnxruntime); ``verify`` and ``report`` stay off,
-    as :func:`verify_onnx` checks every file itself.
+    as [`verify_onnx`][dfpir.export.verify_onnx] checks every file itself.
 
     Parameters
     ----------
@@ -209,13 +209,13 @@ def quiet_exporter() -> Iterator[None]:
 
 
 def folded_weights(specialised: Specialised) -> dict[str, torch.Tensor]:
-    """The weights that differ from one degradation to the next: each :class:`FoldedPerturbation`'s,
+    """The weights that differ from one degradation to the next: each [`FoldedPerturbation`][dfpir.export.FoldedPerturbation]'s,
     by their names in ``specialised``'s state dict (and so in the ONNX graph)."""
     return {name: tensor for name, tensor in specialised.state_dict().items() if ".perturb.conv." in name}
 
 
 def put_weights(program, specialised: Specialised) -> None:
-    """Put ``specialised``'s folded weights into ``program`` (from :func:`onnx_program` of the same model)."""
+    """Put ``specialised``'s folded weights into ``program`` (from [`onnx_program`][dfpir.export.onnx_program] of the same model)."""
     weights = folded_weights(specialised)
     missing = sorted(set(weights) - set(program.model.graph.initializers))
     if missing:  # onnxscript's optimiser renamed or folded them: the program cannot be reused
@@ -240,7 +240,7 @@ def verify_onnx(path: str | Path, model: DFPIR, degradation: str | None,
     Parameters
     ----------
     path : str or Path
-        An ONNX file written by :func:`export_onnx` for ``degradation``.
+        An ONNX file written by [`export_onnx`][dfpir.export.export_onnx] for ``degradation``.
     model : DFPIR
         The PyTorch model it was exported from.
     degradation : str or None
@@ -266,7 +266,7 @@ def verify_onnx(path: str | Path, model: DFPIR, degradation: str | None,
 
 
 class VerificationError(Exception):
-    """onnxruntime and PyTorch differ by more than :data:`TOLERANCE` (``diffs``: one per size)."""
+    """onnxruntime and PyTorch differ by more than ``TOLERANCE`` (``diffs``: one per size)."""
 
     def __init__(self, diffs: list[float]) -> None:
         super().__init__(f"onnxruntime differs from PyTorch by up to {max(diffs):.1e} (tolerance {TOLERANCE:.0e})")
@@ -278,14 +278,14 @@ def export_onnx(model: DFPIR, degradation: str | None, path: str | Path, *,
                 program=None) -> list[float]:
     """Write ``model`` for ``degradation`` to the ONNX file ``path``, checked before it is put in place.
 
-    The file is written atomically and only once :func:`verify_onnx` has found every difference
-    within :data:`TOLERANCE`; otherwise :class:`VerificationError` is raised and no file is
+    The file is written atomically and only once [`verify_onnx`][dfpir.export.verify_onnx] has found every difference
+    within ``TOLERANCE``; otherwise [`VerificationError`][dfpir.export.VerificationError] is raised and no file is
     written. Returns the differences, one per ``sizes`` entry.
 
     Parameters
     ----------
     model : DFPIR
-        The network (not changed; see :func:`specialise`).
+        The network (not changed; see [`specialise`][dfpir.export.specialise]).
     degradation : str or None
         A name in ``model.prompts`` (``None`` only for a model without DGPBs).
     path : str or Path
@@ -293,9 +293,9 @@ def export_onnx(model: DFPIR, degradation: str | None, path: str | Path, *,
     sizes : tuple of (batch, height, width)
         Shapes to verify on (empty: no verification).
     optimize : bool
-        Optimise the graph (see :func:`onnx_program`); ignored when ``program`` is given.
+        Optimise the graph (see [`onnx_program`][dfpir.export.onnx_program]); ignored when ``program`` is given.
     program : torch.onnx.ONNXProgram, optional
-        :func:`onnx_program` of ``model``, to reuse instead of tracing again (its folded weights
+        [`onnx_program`][dfpir.export.onnx_program] of ``model``, to reuse instead of tracing again (its folded weights
         are replaced by ``degradation``'s).
     """
     specialised = specialise(model, degradation)

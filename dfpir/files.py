@@ -18,7 +18,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
 
     The file gets the permissions any new file would (``0666`` less the umask), not the ``0600``
     of the temporary file. An operating-system error (a full disk, a folder without write
-    permission) becomes a one-line :class:`UserError` naming ``path``, not the temporary file.
+    permission) becomes a one-line [`UserError`][dfpir.errors.UserError] naming ``path``, not the temporary file.
     """
     path = Path(path)
     try:
@@ -42,7 +42,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
 
 
 def check_output_folder(folder: Path) -> None:
-    """Make sure files can be written in ``folder`` (created if missing), else a one-line :class:`UserError`.
+    """Make sure files can be written in ``folder`` (created if missing), else a one-line [`UserError`][dfpir.errors.UserError].
 
     Commands call it before long work, so that a bad output path fails in a second, not after.
     The folders it had to create for the test are removed again (the writers create them), so a

@@ -1,11 +1,11 @@
 """Full-fidelity image files: read and write without losing bit depth, alpha or grey-ness.
 
-:func:`read_image` returns an :class:`Image`: float32 RGB in [0, 1] for the network, plus what it
+[`read_image`][dfpir.images.read_image] returns an [`Image`][dfpir.images.Image]: float32 RGB in [0, 1] for the network, plus what it
 takes to write the result back the way the input was stored (alpha channel, 8 or 16 bits,
 single-channel grey, colour profile and EXIF). EXIF orientation is applied on reading, so the
 pixels are upright and the written EXIF says orientation 1.
 
-Colour profile (ICC) and EXIF are carried from :func:`read_image` to :func:`write_image` wherever
+Colour profile (ICC) and EXIF are carried from [`read_image`][dfpir.images.read_image] to [`write_image`][dfpir.images.write_image] wherever
 the output format and its writer can hold them: JPEG, PNG (8 and 16 bits) and WebP get both; TIFF
 gets the profile and EXIF's text tags (make, model, date, description, software, artist,
 copyright: tifffile writes no EXIF sub-directory); BMP gets neither. A profile whose colour space
@@ -25,7 +25,7 @@ Which library reads what, and why:
 - **tifffile** for 16-bit multi-channel TIFF (Pillow reduces those too) and for writing all TIFFs.
 
 Anything that cannot be read (missing, truncated, not an image, an unsupported sample type)
-raises :class:`~dfpir.errors.UserError` with ``"<file>: <reason>"``.
+raises [`UserError`][dfpir.errors.UserError] with ``"<file>: <reason>"``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Image:
     bit_depth : int
         8 or 16 bits per sample in the file.
     was_gray : bool
-        The file held one colour channel; :func:`write_image` writes one back.
+        The file held one colour channel; [`write_image`][dfpir.images.write_image] writes one back.
     path : Path or None
         Where it was read from.
     icc_profile : bytes or None
@@ -123,7 +123,7 @@ def is_image_path(path: str | Path) -> bool:
 
 
 def read_image(path: str | Path) -> Image:
-    """Read an image file as an :class:`Image` (EXIF orientation applied, profile and EXIF kept).
+    """Read an image file as an [`Image`][dfpir.images.Image] (EXIF orientation applied, profile and EXIF kept).
 
     Parameters
     ----------
@@ -182,7 +182,7 @@ def check_fits(path: Path, width: int, height: int) -> None:
 
 @contextlib.contextmanager
 def _open_pillow(path: Path, check: bool = True) -> Iterator[PILImage.Image]:
-    """``PIL.Image.open`` without its decompression-bomb limit, the size checked by :func:`check_fits`
+    """``PIL.Image.open`` without its decompression-bomb limit, the size checked by [`check_fits`][dfpir.images.check_fits]
     (unless ``check`` is off: the pixels were decoded by another library, after its own check).
 
     The limit protects servers from hostile uploads; here the user chose the file, and a 100 MP
@@ -388,7 +388,7 @@ def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | No
     path : str or Path
         Destination; the suffix picks the format (``.png .jpg .jpeg .tif .tiff .bmp .webp``).
     image : Image or np.ndarray
-        An :class:`Image`, or a float (H, W, 3) / (H, W) array in [0, 1] (written as 8-bit).
+        An [`Image`][dfpir.images.Image], or a float (H, W, 3) / (H, W) array in [0, 1] (written as 8-bit).
     bit_depth : int, optional
         Overrides the image's bit depth (8 or 16).
 
@@ -414,7 +414,7 @@ def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | No
 
 
 def check_writable(path: str | Path, image: Image) -> None:
-    """Raise ``ValueError`` now if :func:`write_image` could not write ``image`` to ``path``.
+    """Raise ``ValueError`` now if [`write_image`][dfpir.images.write_image] could not write ``image`` to ``path``.
 
     Lets a caller refuse before slow work (a restoration) instead of after it.
     """

@@ -1,4 +1,4 @@
-"""Load the original DFPIR code's state dicts (its parameter names) into :class:`DFPIR`."""
+"""Load the original DFPIR code's state dicts (its parameter names) into [`DFPIR`][dfpir.model.network.DFPIR]."""
 
 from __future__ import annotations
 
@@ -90,8 +90,8 @@ def official_config(
     Raises
     ------
     OfficialCheckpointError
-        For an argument that neither the original nor :class:`DFPIRConfig` knows, or a value of
-        the wrong kind; a ``UserError`` from :class:`DFPIRConfig` for values it cannot build.
+        For an argument that neither the original nor [`DFPIRConfig`][dfpir.model.config.DFPIRConfig] knows, or a value of
+        the wrong kind; a ``UserError`` from [`DFPIRConfig`][dfpir.model.config.DFPIRConfig] for values it cannot build.
     """
     unknown = sorted(set(ours) - {f.name for f in dataclasses.fields(DFPIRConfig)})
     if unknown:

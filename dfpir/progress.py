@@ -2,10 +2,10 @@
 
 A progress bar that redraws itself is right for a person at a terminal and wrong for a log file
 or a CI job, where it either disappears (``disable=None``) or floods the file with carriage
-returns. :func:`progress` gives the bar when standard error is a terminal and, otherwise, one
+returns. [`progress`][dfpir.progress.progress] gives the bar when standard error is a terminal and, otherwise, one
 plain line every ``every`` seconds (and one at the end), so a long run is never silent.
-:class:`TileProgress` does the same for work that reports itself through a ``progress(done,
-total)`` callback, such as the tiles of one image (:meth:`dfpir.inference.runner.Restorer.restore`).
+[`TileProgress`][dfpir.progress.TileProgress] does the same for work that reports itself through a ``progress(done,
+total)`` callback, such as the tiles of one image ([`dfpir.inference.runner.Restorer.restore`][dfpir.inference.runner.Restorer.restore]).
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ class LogLines:
 def progress(total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
              disable: bool = False, every: float = LOG_EVERY, file: IO[str] | None = None,
              summary: bool = True, leave: bool = True) -> "tqdm | LogLines":
-    """A progress bar on a terminal, else :class:`LogLines`; both count with ``update(n)``.
+    """A progress bar on a terminal, else [`LogLines`][dfpir.progress.LogLines]; both count with ``update(n)``.
 
     ``disable`` silences it altogether (the other processes of a distributed run); ``summary``
-    is :class:`LogLines`'s, ``leave`` tqdm's (``False``: the bar disappears when closed, for a bar
+    is [`LogLines`][dfpir.progress.LogLines]'s, ``leave`` tqdm's (``False``: the bar disappears when closed, for a bar
     under another one).
     """
     stream = file or sys.stderr
@@ -107,7 +107,7 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", initial
 
 
 class TileProgress:
-    """A ``progress(done, total)`` callback shown as a :func:`progress` bar (without a summary line).
+    """A ``progress(done, total)`` callback shown as a [`progress`][dfpir.progress.progress] bar (without a summary line).
 
     The bar opens at the first call, when the total is known (a whole-image pass never calls it,
     so shows nothing), and closes at the last; use it in a ``with`` block so an error closes it too.
@@ -119,7 +119,7 @@ class TileProgress:
     unit : str
         The unit counted.
     every, file
-        As for :func:`progress`.
+        As for [`progress`][dfpir.progress.progress].
     """
 
     def __init__(self, desc: str, unit: str = "tile", every: float = LOG_EVERY, file: IO[str] | None = None) -> None:

@@ -2,22 +2,22 @@
 
 Inputs are files, folders (their images, not recursive) and glob patterns. Each output is named
 after its input (plus ``--suffix``) in OUTDIR and keeps the input's format, bit depth, alpha,
-grey-ness, colour profile and EXIF (see :mod:`dfpir.images`); an input named without an image
+grey-ness, colour profile and EXIF (see [`dfpir.images`][dfpir.images]); an input named without an image
 suffix this tool writes (``scan``, ``a.gif``) is written as PNG (``scan.png``, ``a.png``), which
 holds every depth, alpha and grey-ness it reads.
 Existing files are never replaced unless ``--overwrite`` is given, and every write is atomic, so
 an interrupted run leaves no partial file (and a run that writes nothing leaves no new folder).
 A bad input is reported on one line and skipped; the exit code is 1 when any input failed (even
 all of them), 2 for a usage error or when no input names an image (nothing restored). Progress
-is counted in images and, for a tiled image, in tiles (:mod:`dfpir.progress`).
+is counted in images and, for a tiled image, in tiles ([`dfpir.progress`][dfpir.progress]).
 
 ``--degradation`` is a name the weights know (``noise15 noise25 noise50 rain haze blur
 lowlight``), ``auto`` (the classifier stored in the weights picks per image, and the choice and
 its confidence are printed), or free text. Free text is embedded with the built-in hashing
-encoder, which matches words, not meaning (see :mod:`dfpir.inference.runner`).
+encoder, which matches words, not meaning (see [`dfpir.inference.runner`][dfpir.inference.runner]).
 
 Large images are restored by overlapping tiles when the whole image would exceed the memory
-budget (``--memory-gb``) or when ``--tile N`` is given; see :mod:`dfpir.inference.tiling` for how tiled
+budget (``--memory-gb``) or when ``--tile N`` is given; see [`dfpir.inference.tiling`][dfpir.inference.tiling] for how tiled
 and whole-image results differ.
 """
 

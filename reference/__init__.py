@@ -1,7 +1,7 @@
-"""reference: a NumPy + Numba twin of every DFPIR operation, the oracle of :mod:`dfpir`.
+"""reference: a NumPy + Numba twin of every DFPIR operation, the oracle of [`dfpir`][dfpir].
 
 Channels-first arrays and PyTorch weight shapes throughout, so a PyTorch ``state_dict()``
-converted to NumPy feeds :func:`dfpir_forward` directly. Compute-heavy operations come twice: a
+converted to NumPy feeds [`dfpir_forward`][reference.network.dfpir_forward] directly. Compute-heavy operations come twice: a
 vectorised NumPy function and a ``*_loop`` twin compiled with Numba, written as teaching text.
 This package never imports ``torch`` or ``dfpir``.
 

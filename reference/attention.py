@@ -7,7 +7,7 @@ Per head, with ``q, k, v`` of shape (c, HW), ``c = C / heads``::
     logits = (q_hat @ k_hat^T) * t          # (c, c) scaled cosine similarities, t = temperature
     out = softmax(logits, axis=-1) @ v      # (c, HW)
 
-Mirrors :mod:`dfpir.attention`.
+Mirrors [`dfpir.model.attention`][dfpir.model.attention].
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def split_heads(x: np.ndarray, heads: int) -> np.ndarray:
 
 
 def merge_heads(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(B, heads, c, H*W) -> (B, heads*c, H, W), the inverse of :func:`split_heads`.
+    """(B, heads, c, H*W) -> (B, heads*c, H, W), the inverse of [`split_heads`][reference.attention.split_heads].
 
     Parameters
     ----------
@@ -190,7 +190,7 @@ def _attention_kernel(q, k, v, temperature, kept, out):  # pragma: no cover - co
 
 
 def transposed_attention_loop(q: np.ndarray, k: np.ndarray, v: np.ndarray, temperature: np.ndarray) -> np.ndarray:
-    """Loop (Numba) version of :func:`transposed_attention`, one query row at a time.
+    """Loop (Numba) version of [`transposed_attention`][reference.attention.transposed_attention], one query row at a time.
 
     Parameters
     ----------
@@ -212,7 +212,7 @@ def transposed_attention_loop(q: np.ndarray, k: np.ndarray, v: np.ndarray, tempe
 
 
 def mdta(x: np.ndarray, params: Mapping[str, np.ndarray], heads: int, prefix: str = "") -> np.ndarray:
-    """Multi-Dconv head transposed attention (:class:`dfpir.attention.MDTA`).
+    """Multi-Dconv head transposed attention ([`dfpir.model.attention.MDTA`][dfpir.model.attention.MDTA]).
 
     ``q, k, v = split(dwconv3x3(conv1x1(x, C -> 3C)))``, per-head transposed attention, then a
     1x1 output projection.

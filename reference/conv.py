@@ -107,7 +107,7 @@ def _conv2d_kernel(x, weight, bias, groups, out):  # pragma: no cover - compiled
 
 
 def conv2d_loop(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, groups: int = 1) -> np.ndarray:
-    """Loop (Numba) version of :func:`conv2d`: the textbook six nested sums.
+    """Loop (Numba) version of [`conv2d`][reference.conv.conv2d]: the textbook six nested sums.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""The Degradation-Guided Perturbation Block (mirrors :class:`dfpir.dgpb.DGPB`).
+"""The Degradation-Guided Perturbation Block (mirrors [`dfpir.model.dgpb.DGPB`][dfpir.model.dgpb.DGPB]).
 
 ``Q = perturb(F, e)``, ``A = CAAPM(LN_q(Q), LN_kv(F))``, ``out = A + GDFN(LN_ffn(A))``;
 there is no residual from ``F``.

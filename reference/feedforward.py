@@ -1,4 +1,4 @@
-"""GDFN: Restormer's gated-Dconv feed-forward network (mirrors :mod:`dfpir.feedforward`).
+"""GDFN: Restormer's gated-Dconv feed-forward network (mirrors [`dfpir.model.feedforward`][dfpir.model.feedforward]).
 
 ``h1, h2 = split(dwconv3x3(conv1x1(x, C -> 2 hidden)))``, ``out = conv1x1(gelu(h1) * h2)``.
 """
@@ -32,7 +32,7 @@ def hidden_width(channels: int, expansion: float) -> int:
 
 
 def gdfn(x: np.ndarray, params: Mapping[str, np.ndarray], prefix: str = "") -> np.ndarray:
-    """Gated-Dconv feed-forward (:class:`dfpir.feedforward.GDFN`).
+    """Gated-Dconv feed-forward ([`dfpir.model.feedforward.GDFN`][dfpir.model.feedforward.GDFN]).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Restormer's per-pixel LayerNorm over the channel axis of (B, C, H, W) arrays.
 
-Mirrors :func:`dfpir.layernorm.layer_norm`. Two variants:
+Mirrors [`dfpir.model.layernorm.layer_norm`][dfpir.model.layernorm.layer_norm]. Two variants:
 
 * "WithBias": ``(x - mean) / sqrt(var + eps) * weight + bias``;
 * "BiasFree": ``x / sqrt(var + eps) * weight`` -- the mean is *not* subtracted (Restormer's choice).
@@ -74,7 +74,7 @@ def _layer_norm_kernel(x, weight, bias, with_bias, out):  # pragma: no cover - c
 
 
 def layer_norm_loop(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.ndarray:
-    """Loop (Numba) version of :func:`layer_norm`, one pixel at a time.
+    """Loop (Numba) version of [`layer_norm`][reference.layernorm.layer_norm], one pixel at a time.
 
     Parameters
     ----------
@@ -97,7 +97,7 @@ def layer_norm_loop(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray
 
 
 def _layer_norm_from(x: np.ndarray, params: Mapping[str, np.ndarray], prefix: str = "") -> np.ndarray:
-    """:class:`dfpir.layernorm.LayerNorm` from parameters ``prefix + "weight"`` (and ``"bias"``).
+    """[`dfpir.model.layernorm.LayerNorm`][dfpir.model.layernorm.LayerNorm] from parameters ``prefix + "weight"`` (and ``"bias"``).
 
     The variant follows the parameters: a ``bias`` entry means WithBias, none means BiasFree.
 

@@ -3,7 +3,7 @@
 The reference makes two discrete decisions: the channel order (a sort of the DGM scores) and the
 top-k mask (the k-th versus (k+1)-th largest logit of each row). When two candidates are closer
 than the rounding error of the arithmetic, float32 and float64 may decide differently, and no
-tolerance can absorb the jump. Tests wrap a computation in :func:`decision_margins` to read the
+tolerance can absorb the jump. Tests wrap a computation in [`decision_margins`][reference.margins.decision_margins] to read the
 smallest gap it met and set aside near-ties honestly instead of loosening tolerances.
 """
 

@@ -1,5 +1,5 @@
 """CAAPM: the DGPB's cross attention with a top-k mask on every row of the channel logits
-(mirrors :mod:`dfpir.masked_attention`).
+(mirrors [`dfpir.model.masked_attention`][dfpir.model.masked_attention]).
 
 Per head: ``A = scale * softmax(topk_mask(cos(q_i, k_j) * t)) @ v``, masked logits set to
 ``-inf`` *before* the softmax, so the softmax renormalises over the kept entries.
@@ -86,7 +86,7 @@ def _topk_kernel(x, k, out):  # pragma: no cover - compiled
 
 
 def topk_mask_loop(logits: np.ndarray, k: int) -> np.ndarray:
-    """Loop (Numba) version of :func:`topk_mask`, by counting ranks.
+    """Loop (Numba) version of [`topk_mask`][reference.masked_attention.topk_mask], by counting ranks.
 
     Parameters
     ----------
@@ -132,7 +132,7 @@ def masked_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, temperature: n
     temperature : ndarray
         (heads, 1, 1).
     kept : int
-        Entries kept per logits row (see :func:`kept_per_row`).
+        Entries kept per logits row (see [`kept_per_row`][reference.masked_attention.kept_per_row]).
 
     Returns
     -------
@@ -143,7 +143,7 @@ def masked_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, temperature: n
 
 
 def masked_attention_loop(q: np.ndarray, k: np.ndarray, v: np.ndarray, temperature: np.ndarray, kept: int) -> np.ndarray:
-    """Loop (Numba) version of :func:`masked_attention` (shares the MDTA loop with ``kept < c``).
+    """Loop (Numba) version of [`masked_attention`][reference.masked_attention.masked_attention] (shares the MDTA loop with ``kept < c``).
 
     Parameters
     ----------
@@ -173,7 +173,7 @@ def masked_cross_attention(
     keep_ratio: float = 0.9,
     prefix: str = "",
 ) -> np.ndarray:
-    """CAAPM (:class:`dfpir.masked_attention.MaskedCrossAttention`).
+    """CAAPM ([`dfpir.model.masked_attention.MaskedCrossAttention`][dfpir.model.masked_attention.MaskedCrossAttention]).
 
     Parameters
     ----------

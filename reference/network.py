@@ -1,4 +1,4 @@
-"""The whole DFPIR forward pass (mirrors :class:`dfpir.network.DFPIR`).
+"""The whole DFPIR forward pass (mirrors [`dfpir.model.network.DFPIR`][dfpir.model.network.DFPIR]).
 
 ``reference.dfpir_forward(params, image, prompt, config)`` takes the NumPy form of the PyTorch
 model's ``state_dict()`` (same names) and ``dataclasses.asdict(model.config)``.

@@ -1,4 +1,4 @@
-"""Degradation-guided channel perturbation (mirrors :mod:`dfpir.perturbation`).
+"""Degradation-guided channel perturbation (mirrors [`dfpir.model.perturbation`][dfpir.model.perturbation]).
 
 The DGM maps the prompt embedding ``e`` (B, 512) to one score per expanded channel,
 ``g = W2 (W1 e + b1) + b2`` (two linears, no nonlinearity). The channel order is the descending
@@ -79,7 +79,7 @@ def _order_kernel(scores, out):  # pragma: no cover - compiled
 
 
 def channel_order_loop(scores: np.ndarray) -> np.ndarray:
-    """Loop (Numba) version of :func:`channel_order`, by counting each channel's rank.
+    """Loop (Numba) version of [`channel_order`][reference.perturbation.channel_order], by counting each channel's rank.
 
     Parameters
     ----------
@@ -133,7 +133,7 @@ def inverse_order(order: np.ndarray) -> np.ndarray:
 
 def perturb(x: np.ndarray, prompt: np.ndarray, params: Mapping[str, np.ndarray], prefix: str = "") -> np.ndarray:
     """Expand C -> 2C, shuffle in the DGM's order, reduce 2C -> C
-    (:class:`dfpir.perturbation.ChannelPerturbation`, faithful guidance).
+    ([`dfpir.model.perturbation.ChannelPerturbation`][dfpir.model.perturbation.ChannelPerturbation], faithful guidance).
 
     Parameters
     ----------

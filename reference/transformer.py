@@ -1,5 +1,5 @@
 """The Restormer transformer block and the U-net's down/up-sampling steps
-(mirrors :mod:`dfpir.transformer`)."""
+(mirrors [`dfpir.model.transformer`][dfpir.model.transformer])."""
 
 from __future__ import annotations
 

@@ -310,6 +310,10 @@ def test_site_builds_strictly_and_offline(tmp_path):
     for page in (tmp_path / "site").rglob("*.html"):
         remote += [f"{page.name}: {m}" for m in re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text(encoding="utf-8"))]
     assert not remote, "the site loads remote resources:\n" + "\n".join(sorted(set(remote))[:20])
+    # Sphinx roles (:class:`X`) are not mkdocstrings syntax: they would print literally, not link
+    roles = [f"{page.parent.name}: {m}" for page in (tmp_path / "site" / "api").rglob("*.html")
+             for m in re.findall(r":(?:class|func|mod|meth|data|attr|exc|obj):(?:<code>|`)[^<`]*", page.read_text(encoding="utf-8"))]
+    assert not roles, f"{len(roles)} raw Sphinx roles on the API pages, e.g.:\n" + "\n".join(roles[:10])
 
 
 def test_a_notebook_converted_to_ipynb_is_not_a_second_tutorial(tmp_path, monkeypatch):

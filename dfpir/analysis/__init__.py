@@ -1,14 +1,14 @@
 """Measuring tools: task interference, ablations, channel orders, masked attention, the blur bound.
 
-- :mod:`.ablations`: the same weights with one switch off (:data:`ABLATIONS`, :func:`ablate`,
-  :func:`build_model`);
-- :mod:`.interference`: gradient conflicts between degradations (:func:`task_batches`,
-  :func:`measure_interference`, :class:`Interference`);
-- :mod:`.orders`: each DGPB's channel order per prompt and its masked attention
-  (:func:`channel_orders`, :func:`order_similarity`, :func:`attention_map`);
-- :mod:`.plots`: their figures (matplotlib, an optional dependency, imported when drawing);
-- :mod:`.blur_bound`: what linear filters undo of the synthetic motion blur (:func:`deblur_bound`);
-- :mod:`.cli`: ``python -m dfpir.analysis interference | blur-bound``.
+- [`ablations`][dfpir.analysis.ablations]: the same weights with one switch off ([`ABLATIONS`][dfpir.analysis.ABLATIONS], [`ablate`][dfpir.analysis.ablations.ablate],
+  [`build_model`][dfpir.analysis.ablations.build_model]);
+- [`interference`][dfpir.analysis.interference]: gradient conflicts between degradations ([`task_batches`][dfpir.analysis.interference.task_batches],
+  [`measure_interference`][dfpir.analysis.interference.measure_interference], [`Interference`][dfpir.analysis.interference.Interference]);
+- [`orders`][dfpir.analysis.orders]: each DGPB's channel order per prompt and its masked attention
+  ([`channel_orders`][dfpir.analysis.orders.channel_orders], [`order_similarity`][dfpir.analysis.orders.order_similarity], [`attention_map`][dfpir.analysis.orders.attention_map]);
+- [`plots`][dfpir.analysis.plots]: their figures (matplotlib, an optional dependency, imported when drawing);
+- [`blur_bound`][dfpir.analysis.blur_bound]: what linear filters undo of the synthetic motion blur ([`deblur_bound`][dfpir.analysis.blur_bound.deblur_bound]);
+- [`cli`][dfpir.analysis.cli]: ``python -m dfpir.analysis interference | blur-bound``.
 """
 
 from .ablations import ABLATIONS, ablate, build_model, identity_orders_

@@ -1,6 +1,6 @@
 """Ablations: the same weights with one architectural switch turned off.
 
-:func:`ablate` applies one of :data:`ABLATIONS` to a built or loaded model:
+[`ablate`][dfpir.analysis.ablations.ablate] applies one of [`ABLATIONS`][dfpir.analysis.ablations.ABLATIONS] to a built or loaded model:
 
 * ``"no_dgpb"``: the same backbone weights without the DGPBs (the ``restormer`` architecture);
 * ``"no_shuffle"``: every prompt gives the identity channel order (the DGM's last layer is set to
@@ -20,18 +20,18 @@ from ..model.config import get_config
 from ..model.network import DFPIR
 
 ABLATIONS = ("none", "no_dgpb", "no_shuffle", "no_mask", "learnable")
-"""Names accepted by :func:`ablate` and the command line's ``--ablation``."""
+"""Names accepted by [`ablate`][dfpir.analysis.ablations.ablate] and the command line's ``--ablation``."""
 
 
 def ablate(model: DFPIR, ablation: str = "none") -> DFPIR:
-    """A copy of ``model`` with one architectural switch turned off (see :data:`ABLATIONS`).
+    """A copy of ``model`` with one architectural switch turned off (see [`ABLATIONS`][dfpir.analysis.ablations.ABLATIONS]).
 
     Parameters
     ----------
     model : DFPIR
         A freshly initialised or loaded model; it is not modified.
     ablation : str
-        One of :data:`ABLATIONS`. ``"none"`` returns an unmodified copy.
+        One of [`ABLATIONS`][dfpir.analysis.ablations.ABLATIONS]. ``"none"`` returns an unmodified copy.
 
     Returns
     -------
@@ -91,19 +91,19 @@ def identity_orders_(model: DFPIR) -> DFPIR:
 
 
 def build_model(preset: str = "tiny", ablation: str = "none", seed: int = 0, **overrides: Any) -> DFPIR:
-    """A freshly initialised model of a preset (with field overrides), then :func:`ablate`-d.
+    """A freshly initialised model of a preset (with field overrides), then [`ablate`][dfpir.analysis.ablations.ablate]-d.
 
     Parameters
     ----------
     preset : str
-        A preset of :mod:`dfpir.model.config` (``"restormer"`` is the baseline without DGPBs).
+        A preset of [`dfpir.model.config`][dfpir.model.config] (``"restormer"`` is the baseline without DGPBs).
     ablation : str
-        One of :data:`ABLATIONS`.
+        One of [`ABLATIONS`][dfpir.analysis.ablations.ABLATIONS].
     seed : int
         ``torch.manual_seed`` before initialisation: the same seed gives the same backbone weights
         whatever the ablation.
     **overrides
-        :class:`~dfpir.model.config.DFPIRConfig` fields, e.g. ``dim=8``.
+        [`DFPIRConfig`][dfpir.model.config.DFPIRConfig] fields, e.g. ``dim=8``.
 
     Returns
     -------

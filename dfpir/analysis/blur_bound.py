@@ -1,6 +1,6 @@
 """The deblurring bound: what linear filters undo of the synthetic motion blur.
 
-:func:`deblur_bound` restores blurred crops with Wiener deconvolution *with the true kernel* (an
+[`deblur_bound`][dfpir.analysis.blur_bound.deblur_bound] restores blurred crops with Wiener deconvolution *with the true kernel* (an
 upper reference for what a blind restorer can learn) and with one fixed filter for every shake
 (the generic sharpening a restorer gets without estimating the kernel); given checkpoints are
 placed between the two.
@@ -17,7 +17,7 @@ from ..degradations.synthetic import blur_kernels, ensemble_wiener, filter2d, wi
 from ..model.network import DFPIR
 from .interference import clean_crops
 
-#: Noise-to-signal ratios tried per crop by :func:`deblur_bound` (the best one counts).
+#: Noise-to-signal ratios tried per crop by [`deblur_bound`][dfpir.analysis.blur_bound.deblur_bound] (the best one counts).
 WIENER_NSRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 
@@ -25,16 +25,16 @@ def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, pa
                  ensemble: int = 2048, models: Mapping[str, DFPIR] | None = None) -> dict[str, Any]:
     """How much of the synthetic motion blur linear filters undo, knowing the kernel or not.
 
-    ``count`` clean crops are blurred by :func:`dfpir.degradations.motion_blur`'s kernels (in
+    ``count`` clean crops are blurred by [`dfpir.degradations.motion_blur`][dfpir.degradations.synthetic.motion_blur]'s kernels (in
     float64, no noise), then restored two ways:
 
     - *non-blind*: Wiener's filter with each crop's true kernel
-      (:func:`~dfpir.degradations.wiener_deconvolve`), at the best of :data:`WIENER_NSRS` for each
+      ([`wiener_deconvolve`][dfpir.degradations.synthetic.wiener_deconvolve]), at the best of ``WIENER_NSRS`` for each
       crop. A blind restorer (such as DFPIR) must estimate the kernel first, so its gain is below
       this one.
     - *fixed*: one linear filter for every crop, the best for the kernel distribution
-      (:func:`~dfpir.degradations.ensemble_wiener` over ``ensemble`` other kernels of the
-      generator), at the one of :data:`WIENER_NSRS` best on average. It needs no kernel: a
+      ([`ensemble_wiener`][dfpir.degradations.synthetic.ensemble_wiener] over ``ensemble`` other kernels of the
+      generator), at the one of ``WIENER_NSRS`` best on average. It needs no kernel: a
       restorer that gains no more than this has learnt a generic sharpening, not to deblur each
       image by its own shake.
 

@@ -7,7 +7,7 @@
 ``interference`` writes ``DIR/interference.png`` (heatmaps), ``DIR/interference_layers.png``
 (per-layer matrices) and ``DIR/interference.json`` (the numbers).
 
-``blur-bound`` prints :func:`~dfpir.analysis.blur_bound.deblur_bound`: what Wiener deconvolution
+``blur-bound`` prints [`deblur_bound`][dfpir.analysis.blur_bound.deblur_bound]: what Wiener deconvolution
 with the true kernel, and one fixed filter for every shake, gain on the synthetic motion blur;
 ``--weights`` places trained checkpoints between the two.
 """
@@ -119,7 +119,7 @@ def run_interference(args: argparse.Namespace) -> Interference:
 
 
 def run_blur_bound(args: argparse.Namespace) -> dict[str, float]:
-    """The ``blur-bound`` command: print :func:`deblur_bound` on the chosen clean images."""
+    """The ``blur-bound`` command: print [`deblur_bound`][dfpir.analysis.blur_bound.deblur_bound] on the chosen clean images."""
     check_at_least("--count", args.count, 1)
     check_at_least("--patch", args.patch, 8)
     check_at_least("--threads", args.threads, 0, "0: torch's default")

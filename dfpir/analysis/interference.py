@@ -7,7 +7,7 @@ similarity ``cos(g_s, g_t)``. A negative cosine is a *conflict*: a step that hel
 the other to first order. The cosines are given for all shared parameters together ("overall")
 and per top-level module (``encoder1``, ``dgpb2``, ``decoder1``, ...).
 
-All degradations see the *same* clean crops (:func:`task_batches`), so the gradients differ only
+All degradations see the *same* clean crops ([`task_batches`][dfpir.analysis.interference.task_batches]), so the gradients differ only
 through the degradation (and its prompt).
 """
 
@@ -39,7 +39,7 @@ def clean_crops(images: Sequence[np.ndarray] | None = None, count: int = 4, patc
     ----------
     images : sequence of (H, W, 3) float arrays, optional
         Clean images in [0, 1]; default the built-in training photos
-        (:func:`dfpir.data.builtin_photos`).
+        ([`dfpir.data.builtin_photos`][dfpir.data.photos.builtin_photos]).
     count, patch : int
         Number and size of the crops.
     seed : int
@@ -69,7 +69,7 @@ def task_batches(
     Parameters
     ----------
     degradations : sequence of str
-        Registered degradations with a synthetic model (:func:`dfpir.degradations.synthetic_names`).
+        Registered degradations with a synthetic model ([`dfpir.degradations.synthetic_names`][dfpir.degradations.registry.synthetic_names]).
     images : sequence of arrays, optional
         Clean images (default: the built-in training photos).
     batch, patch : int
@@ -111,7 +111,7 @@ def task_gradients(
         The network; its parameters with ``requires_grad`` are the shared ones (the frozen DGM of
         faithful guidance is left out: no gradient can reach it).
     batches : mapping
-        ``{name: (degraded, clean)}``, e.g. from :func:`task_batches`; each batch is restored with
+        ``{name: (degraded, clean)}``, e.g. from [`task_batches`][dfpir.analysis.interference.task_batches]; each batch is restored with
         its own degradation's prompt.
     loss : callable
         ``loss(restored, clean) -> scalar``; default the L1 loss the model is trained with.
@@ -197,7 +197,7 @@ def mean_offdiagonal(cosine: np.ndarray) -> float:
 
 @dataclass
 class Interference:
-    """Gradient-conflict measurement of one model (see :func:`measure_interference`).
+    """Gradient-conflict measurement of one model (see [`measure_interference`][dfpir.analysis.interference.measure_interference]).
 
     Attributes
     ----------
@@ -278,7 +278,7 @@ def interference_from_gradients(
     Parameters
     ----------
     grads : mapping
-        ``{degradation: {parameter name: flattened gradient}}`` as from :func:`task_gradients`;
+        ``{degradation: {parameter name: flattened gradient}}`` as from [`task_gradients`][dfpir.analysis.interference.task_gradients];
         every degradation must list the same parameters.
     losses : mapping, optional
         Loss per degradation (recorded only).
@@ -324,14 +324,14 @@ def interference_from_gradients(
 
 
 def measure_interference(model: DFPIR, batches: Batches, meta: dict[str, Any] | None = None) -> Interference:
-    """Task interference of ``model`` on ``batches``: :func:`task_gradients` then the matrices.
+    """Task interference of ``model`` on ``batches``: [`task_gradients`][dfpir.analysis.interference.task_gradients] then the matrices.
 
     Parameters
     ----------
     model : DFPIR
         Any model (fresh, trained, ablated); its weights are not changed.
     batches : mapping
-        ``{degradation: (degraded, clean)}``, e.g. :func:`task_batches`.
+        ``{degradation: (degraded, clean)}``, e.g. [`task_batches`][dfpir.analysis.interference.task_batches].
     meta : dict, optional
         Extra description to record; the model's config is always added.
 

@@ -37,7 +37,7 @@ def rank_correlation(order_a: np.ndarray | torch.Tensor, order_b: np.ndarray | t
 
     Each order lists channels from highest to lowest score; the correlation compares the
     position every channel takes in the two orders (1: same order, -1: reversed, about 0:
-    unrelated). Uses :func:`scipy.stats.spearmanr` when SciPy is installed, otherwise the exact
+    unrelated). Uses ``scipy.stats.spearmanr`` when SciPy is installed, otherwise the exact
     formula for untied ranks ``1 - 6 sum d^2 / (n (n^2 - 1))``.
 
     Parameters
@@ -63,7 +63,7 @@ def rank_correlation(order_a: np.ndarray | torch.Tensor, order_b: np.ndarray | t
 
 
 def order_similarity(orders: np.ndarray) -> np.ndarray:
-    """(T, T) pairwise :func:`rank_correlation` of T orders given as a (T, N) array."""
+    """(T, T) pairwise [`rank_correlation`][dfpir.analysis.orders.rank_correlation] of T orders given as a (T, N) array."""
     orders = np.asarray(orders)
     t = orders.shape[0]
     out = np.ones((t, t))

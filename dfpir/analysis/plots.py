@@ -86,7 +86,7 @@ def plot_interference(result: Interference, title: str = "") -> "Figure":
     Parameters
     ----------
     result : Interference
-        From :func:`measure_interference`.
+        From [`measure_interference`][dfpir.analysis.interference.measure_interference].
     title : str
         Figure title (default: describes the model).
 
@@ -130,7 +130,7 @@ def plot_layer_matrices(result: Interference, columns: int = 5) -> "Figure":
     Parameters
     ----------
     result : Interference
-        From :func:`measure_interference`.
+        From [`measure_interference`][dfpir.analysis.interference.measure_interference].
     columns : int
         Heatmaps per row.
 
@@ -164,7 +164,7 @@ def plot_channel_orders(orders: np.ndarray, degradations: Sequence[str], title: 
     Parameters
     ----------
     orders : ndarray
-        (T, N) orders, e.g. one level of :func:`channel_orders`.
+        (T, N) orders, e.g. one level of [`channel_orders`][dfpir.analysis.orders.channel_orders].
     degradations : sequence of str
         T row labels.
     title : str

@@ -2,7 +2,7 @@
 
 The original computes LayerNorm through (B, HW, C) permutes and back, normalises q and k before
 their product, and builds the top-k mask from zeros, ``scatter`` and ``where``. The same
-function, more memory traffic. :func:`original_layout` swaps these in for the model's own
+function, more memory traffic. [`original_layout`][dfpir.bench.layouts.original_layout] swaps these in for the model's own
 operations, process-wide, which is why it lives here and not in the model.
 """
 
@@ -18,7 +18,7 @@ from ..inference import speed
 from ..model import attention, layernorm, masked_attention
 from ..model.network import DFPIR
 
-#: The execution variants a benchmark can time: the original layout, then :data:`dfpir.inference.speed.VARIANTS`.
+#: The execution variants a benchmark can time: the original layout, then ``dfpir.inference.speed.VARIANTS``.
 VARIANTS = ("original", *speed.VARIANTS)
 
 
@@ -37,7 +37,7 @@ def layer_norm_original_layout(x: torch.Tensor, weight: torch.Tensor, bias: torc
 def masked_softmax_original_layout(logits: torch.Tensor, k: int) -> torch.Tensor:
     """The top-k mask as the original builds it: zeros, scatter of ``topk`` indices, ``where``.
 
-    Same result as :func:`dfpir.model.masked_attention.masked_softmax` whenever the row has no tie at
+    Same result as [`dfpir.model.masked_attention.masked_softmax`][dfpir.model.masked_attention.masked_softmax] whenever the row has no tie at
     the k-th value (``torch.topk`` does not define which tied entry it returns).
     """
     mask = torch.zeros_like(logits)
@@ -64,7 +64,7 @@ def original_layout() -> Iterator[None]:
 
 
 def prepare(model: DFPIR, variant: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """:func:`dfpir.inference.speed.prepare`, plus ``"original"``: the plain model in the original layout."""
+    """[`dfpir.inference.speed.prepare`][dfpir.inference.speed.prepare], plus ``"original"``: the plain model in the original layout."""
     if variant != "original":
         return speed.prepare(model, variant)
     plain = speed.prepare(model, "plain")

@@ -11,7 +11,7 @@ all tiles (printed as ``~``; the rest of the pipeline, conversions and PNG encod
 in full). Peak memory is still representative: every full-size buffer (input, blend
 accumulators, output, the encoded file) is allocated whether 1 or all tiles run, and every tile
 has the same size. ``--fit`` instead measures whole-image activation bytes per pixel, the
-constant behind :data:`dfpir.inference.tiling.BYTES_PER_PIXEL_PER_DIM`.
+constant behind ``dfpir.inference.tiling.BYTES_PER_PIXEL_PER_DIM``.
 """
 
 from __future__ import annotations

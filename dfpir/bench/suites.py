@@ -3,7 +3,7 @@
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
 - ``train``: time of one training step (forward, L1 loss, backward, Adam) per preset, patch size
   and batch;
-- ``compare``: execution variants of :mod:`dfpir.inference.speed`, for one preset or several, side by side
+- ``compare``: execution variants of [`dfpir.inference.speed`][dfpir.inference.speed], for one preset or several, side by side
   in one process, alternating pair by pair for several rounds (these machines are noisy), with
   medians and ratios to the first (``--presets restormer paper --variants fused`` gives the cost
   of the DGPBs);

@@ -4,19 +4,19 @@ Every dataset yields dicts ``{"input", "target", "degradation", "label", "name"}
 float32 images in [0, 1]; splits ``"train"`` (random crops and flips, fresh each epoch),
 ``"val"`` (fixed crops) and ``"test"`` (whole images). Which module holds what:
 
-- :mod:`~dfpir.data.photos`: reading image files for training (:func:`read_image`,
-  :class:`DataWarning`), listing folders (:func:`list_images`) and the built-in photos
-  (:data:`BUILTIN_PHOTOS`, :func:`builtin_photos`, the spatial train/val split);
-- :mod:`~dfpir.data.patches`: worker-safe random streams (:func:`item_rng`,
-  :func:`torch_generator`), crops, the dihedral augmentation, :func:`to_tensor`;
-- :mod:`~dfpir.data.datasets`: :class:`SyntheticDataset`, :class:`PairedDataset`,
-  :class:`MixedDataset`, :func:`validation_set` and :func:`build_dataset` (a named layout's dataset);
-- :mod:`~dfpir.data.layouts`: where each data set keeps its files (:data:`LAYOUTS`), found by
-  :func:`scan` and paired by name (:class:`NameRule`, :func:`match_pairs`);
-- :mod:`~dfpir.data.checker`: ``python -m dfpir.data check`` (:func:`check`, :func:`format_check`);
-- :mod:`~dfpir.data.bench`: ``python -m dfpir.data bench``;
-- :mod:`~dfpir.data.pairs`: ``python -m dfpir.data degrade``, test pairs from your own photos;
-- :mod:`~dfpir.data.cli`: the command line, :func:`main`.
+- [`photos`][dfpir.data.photos]: reading image files for training ([`read_image`][dfpir.data.photos.read_image],
+  [`DataWarning`][dfpir.data.photos.DataWarning]), listing folders ([`list_images`][dfpir.data.photos.list_images]) and the built-in photos
+  ([`BUILTIN_PHOTOS`][dfpir.data.BUILTIN_PHOTOS], [`builtin_photos`][dfpir.data.photos.builtin_photos], the spatial train/val split);
+- [`patches`][dfpir.data.patches]: worker-safe random streams ([`item_rng`][dfpir.data.patches.item_rng],
+  [`torch_generator`][dfpir.data.patches.torch_generator]), crops, the dihedral augmentation, [`to_tensor`][dfpir.data.patches.to_tensor];
+- [`datasets`][dfpir.data.datasets]: [`SyntheticDataset`][dfpir.data.datasets.SyntheticDataset], [`PairedDataset`][dfpir.data.datasets.PairedDataset],
+  [`MixedDataset`][dfpir.data.datasets.MixedDataset], [`validation_set`][dfpir.data.datasets.validation_set] and [`build_dataset`][dfpir.data.datasets.build_dataset] (a named layout's dataset);
+- [`layouts`][dfpir.data.layouts]: where each data set keeps its files ([`LAYOUTS`][dfpir.data.LAYOUTS]), found by
+  [`scan`][dfpir.data.layouts.scan] and paired by name ([`NameRule`][dfpir.data.layouts.NameRule], [`match_pairs`][dfpir.data.layouts.match_pairs]);
+- [`checker`][dfpir.data.checker]: ``python -m dfpir.data check`` ([`check`][dfpir.data.checker.check], [`format_check`][dfpir.data.checker.format_check]);
+- [`bench`][dfpir.data.bench]: ``python -m dfpir.data bench``;
+- [`pairs`][dfpir.data.pairs]: ``python -m dfpir.data degrade``, test pairs from your own photos;
+- [`cli`][dfpir.data.cli]: the command line, [`main`][dfpir.data.cli.main].
 """
 
 from .checker import CheckRow, check, format_check

@@ -2,7 +2,7 @@
 
 A task is unusable when its files are missing, unreadable or input and target differ in size:
 training would stop there. Converted images (grey, palette, 16-bit or alpha, see
-:func:`~dfpir.data.photos.conversions`) and training images smaller than the patch are reported
+[`conversions`][dfpir.data.photos.conversions]) and training images smaller than the patch are reported
 but usable.
 """
 
@@ -22,7 +22,7 @@ from .photos import BUILTIN_PHOTOS, conversions, pixels
 
 @dataclass
 class CheckRow:
-    """What :func:`check` found for one task."""
+    """What [`check`][dfpir.data.checker.check] found for one task."""
 
     task: str
     degradations: list[str]
@@ -71,7 +71,7 @@ def check(layout: str, root: str | Path | None, split: str = "train", patch_size
     limit : int, optional
         Read at most this many files (or pairs) per task; the file listing is always complete.
     scan_options
-        Passed to :func:`~dfpir.data.layouts.scan` (``degradation``, ``name_rule``, ...).
+        Passed to [`scan`][dfpir.data.layouts.scan] (``degradation``, ``name_rule``, ...).
     """
     cropped = split != "test"
     rows = []

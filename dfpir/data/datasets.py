@@ -11,12 +11,12 @@ Three splits, the same meaning in every layout:
 * ``"val"``: fixed crops, no augmentation, identical every epoch;
 * ``"test"``: whole images, no augmentation.
 
-Item ``i`` of epoch ``e`` draws from :func:`~dfpir.data.patches.item_rng` seeded by
+Item ``i`` of epoch ``e`` draws from [`item_rng`][dfpir.data.patches.item_rng] seeded by
 ``(seed, e, i)``, so the data do not depend on the number of DataLoader workers. ``set_epoch``
 must be called before the loader's iterator is created (``persistent_workers=False``, the
 default, re-creates the workers each epoch).
 
-:func:`build_dataset` makes the dataset of a named layout (:data:`~dfpir.data.layouts.LAYOUTS`).
+[`build_dataset`][dfpir.data.datasets.build_dataset] makes the dataset of a named layout ([`LAYOUTS`][dfpir.data.layouts.LAYOUTS]).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ REPEATS_5TASK: dict[str, int] = {"denoise": 1, "derain": 80, "dehaze": 1, "deblu
 """The original's per-epoch repeats for 5-task training."""
 
 Image = Union[np.ndarray, str, Path, tuple[str, np.ndarray]]
-"""One clean image of :class:`SyntheticDataset`: an (H, W, 3) float array, a ``(name, array)``
+"""One clean image of [`SyntheticDataset`][dfpir.data.datasets.SyntheticDataset]: an (H, W, 3) float array, a ``(name, array)``
 pair, or a file path (read when an item needs it)."""
 
 
@@ -96,7 +96,7 @@ def _apply(name: str, clean: np.ndarray, rng: np.random.Generator, original_nois
 
 
 class SyntheticDataset(_Base):
-    """Clean images degraded on the fly by the synthetic models of :mod:`dfpir.degradations`.
+    """Clean images degraded on the fly by the synthetic models of [`dfpir.degradations`][dfpir.degradations].
 
     Parameters
     ----------
@@ -121,7 +121,7 @@ class SyntheticDataset(_Base):
         Same data every epoch (validation/test sets).
     original_noise : bool
         Noise as the original: 0-255 scale, truncated to uint8 (see
-        :func:`dfpir.degradations.gaussian_noise`).
+        [`dfpir.degradations.gaussian_noise`][dfpir.degradations.synthetic.gaussian_noise]).
     """
 
     def __init__(
@@ -220,7 +220,7 @@ def validation_set(
 
 
 class ListDataset(Dataset):
-    """A fixed list of items (e.g. :func:`validation_set`) as a Dataset."""
+    """A fixed list of items (e.g. [`validation_set`][dfpir.data.datasets.validation_set]) as a Dataset."""
 
     def __init__(self, items: list[dict[str, Any]], degradations: Sequence[str]) -> None:
         self.items = items
@@ -236,7 +236,7 @@ class ListDataset(Dataset):
         return self.items[index]
 
     def get(self, index: int, key: tuple[int, ...]) -> dict[str, Any]:
-        """Item ``index`` (fixed: the random key changes nothing), as a part of a :class:`MixedDataset`
+        """Item ``index`` (fixed: the random key changes nothing), as a part of a [`MixedDataset`][dfpir.data.datasets.MixedDataset]
         (a paper layout's validation split)."""
         return dict(self.items[index])
 
@@ -401,12 +401,12 @@ def build_dataset(
     per_image: int = 1,
     size_mismatch: str = "error",
 ) -> Dataset:
-    """A dataset of the dict format for a named layout (see :data:`~dfpir.data.layouts.LAYOUTS`).
+    """A dataset of the dict format for a named layout (see [`LAYOUTS`][dfpir.data.layouts.LAYOUTS]).
 
     Parameters
     ----------
     layout : str
-        One of :data:`~dfpir.data.layouts.LAYOUTS`.
+        One of [`LAYOUTS`][dfpir.data.layouts.LAYOUTS].
     root : path, optional
         The data set's folder (not needed for ``"builtin"``).
     split : {"train", "val", "test"}
@@ -426,8 +426,8 @@ def build_dataset(
     ratios : list of float, optional
         ``builtin``/``clean``: relative frequency of each degradation (with ``length``).
     repeats : dict, optional
-        ``3task``/``5task``: repeats per task per epoch (default :data:`REPEATS_3TASK` /
-        :data:`REPEATS_5TASK`, the original's).
+        ``3task``/``5task``: repeats per task per epoch (default [`REPEATS_3TASK`][dfpir.data.datasets.REPEATS_3TASK] /
+        [`REPEATS_5TASK`][dfpir.data.datasets.REPEATS_5TASK], the original's).
     degradation, name_rule, input_dir, target_dir : str, optional
         ``paired``: the pairs' degradation, the input-to-target name rule ``"PATTERN=>REPL"``, and
         the folder names. ``name_rule`` also overrides a paper layout's rule.
@@ -438,7 +438,7 @@ def build_dataset(
     per_image : int
         Validation crops per image per degradation (synthetic layouts).
     size_mismatch : {"error", "crop"}
-        Paired layouts: input/target size disagreement policy (see :class:`PairedDataset`).
+        Paired layouts: input/target size disagreement policy (see [`PairedDataset`][dfpir.data.datasets.PairedDataset]).
 
     Raises
     ------

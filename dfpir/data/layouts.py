@@ -1,9 +1,9 @@
 """Layouts: where a data set keeps its files, found without reading them.
 
-:data:`LAYOUTS` names every layout (the paper's data sets, generic paired folders, a folder of clean
-images, the built-in photos); :func:`scan` lists one layout's files under a ROOT folder as one
-:class:`TaskFiles` per task, pairing inputs with targets by name (:class:`NameRule`,
-:func:`match_pairs`).
+[`LAYOUTS`][dfpir.data.layouts.LAYOUTS] names every layout (the paper's data sets, generic paired folders, a folder of clean
+images, the built-in photos); [`scan`][dfpir.data.layouts.scan] lists one layout's files under a ROOT folder as one
+[`TaskFiles`][dfpir.data.layouts.TaskFiles] per task, pairing inputs with targets by name ([`NameRule`][dfpir.data.layouts.NameRule],
+[`match_pairs`][dfpir.data.layouts.match_pairs]).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from ..errors import UserError
 from .photos import IMAGE_SUFFIXES, builtin_folder, list_images
 
 SPLITS = ("train", "val", "test")
-"""The three splits; see :mod:`dfpir.data.datasets` for what each means."""
+"""The three splits; see [`dfpir.data.datasets`][dfpir.data.datasets] for what each means."""
 
 
 def check_split(split: str) -> None:
-    """A ``UserError`` unless ``split`` is one of :data:`SPLITS`."""
+    """A ``UserError`` unless ``split`` is one of [`SPLITS`][dfpir.data.layouts.SPLITS]."""
     if split not in SPLITS:
         raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
 
@@ -42,7 +42,7 @@ class NameRule:
     """How an input file's stem maps to its target's stem: ``re.sub(pattern, replacement, stem)``.
 
     Matching tries the rule first, then the identical stem, so one rule serves folders with either
-    naming. Parse ``"PATTERN=>REPLACEMENT"`` with :meth:`parse` (e.g. ``"^rain-=>norain-"``).
+    naming. Parse ``"PATTERN=>REPLACEMENT"`` with [`parse`][dfpir.data.layouts.NameRule.parse] (e.g. ``"^rain-=>norain-"``).
     """
 
     pattern: str = ""
@@ -202,10 +202,10 @@ def _scan_clean(task: str, degradations: list[str], root: Path) -> TaskFiles:
 
 def scan(layout: str, root: str | Path | None, split: str = "train", *, degradations: Sequence[str] | None = None, degradation: str | None = None,
          name_rule: str | None = None, input_dir: str = "input", target_dir: str = "target") -> list[TaskFiles]:
-    """Find a layout's files under ``root`` without reading them: one :class:`TaskFiles` per task.
+    """Find a layout's files under ``root`` without reading them: one [`TaskFiles`][dfpir.data.layouts.TaskFiles] per task.
 
     Problems (missing folders, no pairs) are recorded in ``TaskFiles.error`` rather than raised,
-    so :func:`~dfpir.data.checker.check` can report every task; :func:`~dfpir.data.datasets.build_dataset`
+    so [`check`][dfpir.data.checker.check] can report every task; [`build_dataset`][dfpir.data.datasets.build_dataset]
     raises the first one.
     """
     check_split(split)

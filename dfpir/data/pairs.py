@@ -1,6 +1,6 @@
 """Test pairs from your own clean photos: ``python -m dfpir.data degrade``.
 
-Each clean image is degraded by each synthetic degradation of :mod:`dfpir.degradations` (the
+Each clean image is degraded by each synthetic degradation of [`dfpir.degradations`][dfpir.degradations] (the
 same models the built-in training data uses) and written as ``OUT/<degradation>/<stem>.png``,
 so that ``python -m dfpir.evaluate --input OUT/rain --target CLEAN --degradation rain`` scores a
 model on photos it has never seen. Every (photo, degradation) draws from its own generator,
@@ -32,7 +32,7 @@ from .patches import item_rng, torch_generator
 
 def pair_generator(seed: int, photo: str, degradation: str) -> torch.Generator:
     """The generator of one (photo, degradation), keyed like the datasets' items
-    (:func:`~dfpir.data.patches.item_rng`): stable across runs, Python versions and machines."""
+    ([`item_rng`][dfpir.data.patches.item_rng]): stable across runs, Python versions and machines."""
     return torch_generator(item_rng(seed, zlib.crc32(photo.encode()), zlib.crc32(degradation.encode())))
 
 

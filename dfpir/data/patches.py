@@ -1,7 +1,7 @@
 """Patches: worker-safe random streams, crops, the dihedral augmentation, and arrays to tensors.
 
 Randomness is worker-safe: item ``i`` of epoch ``e`` draws from a NumPy generator seeded by
-``(seed, e, i)`` (:func:`item_rng`), so the data do not depend on the number of DataLoader workers
+``(seed, e, i)`` ([`item_rng`][dfpir.data.patches.item_rng]), so the data do not depend on the number of DataLoader workers
 nor on which worker serves an item.
 """
 

@@ -1,8 +1,8 @@
 """Clean photos: image files read for training, folders listed, and the built-in photos.
 
 The built-in default needs no download: the colour photographs that scikit-image installs in its
-package folder (:data:`BUILTIN_PHOTOS`), split spatially: the left 70% of every photo is for
-training, the right 30% for validation (:data:`VAL_FRACTION`).
+package folder ([`BUILTIN_PHOTOS`][dfpir.data.photos.BUILTIN_PHOTOS]), split spatially: the left 70% of every photo is for
+training, the right 30% for validation ([`VAL_FRACTION`][dfpir.data.photos.VAL_FRACTION]).
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ class DataWarning(UserWarning):
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as an (H, W, 3) float32 array in [0, 1] for training or evaluation.
 
-    Decoding is :func:`dfpir.images.read_image` (EXIF orientation applied, 16-bit kept at full
+    Decoding is [`dfpir.images.read_image`][dfpir.images.read_image] (EXIF orientation applied, 16-bit kept at full
     depth, grey and palette expanded to RGB). An alpha channel is dropped with a
-    :class:`DataWarning` when it is not fully opaque: restoration targets are opaque photos.
+    [`DataWarning`][dfpir.data.photos.DataWarning] when it is not fully opaque: restoration targets are opaque photos.
 
     Raises
     ------
@@ -76,7 +76,7 @@ def pixels(image: images.Image) -> np.ndarray:
 
 
 def conversions(image: images.Image) -> list[str]:
-    """Every change between the file and :func:`pixels`: grey -> RGB, palette -> RGB, 16-bit -> float, alpha dropped.
+    """Every change between the file and [`pixels`][dfpir.data.photos.pixels]: grey -> RGB, palette -> RGB, 16-bit -> float, alpha dropped.
 
     None of them makes the data unusable; ``python -m dfpir.data check`` counts them so that a
     folder of unexpected files (grey scans, 16-bit exports, cut-outs) does not go unnoticed.

@@ -7,9 +7,9 @@ passed in; pass a range as ``(lo, hi)`` or a single number to fix the parameter.
 are drawn on the generator's device and moved to the images' device, so a CPU generator gives the
 same degradations on CPU and GPU.
 
-The rows of :mod:`dfpir.degradations.registry` bind the registry names (``noise15``,
+The rows of [`dfpir.degradations.registry`][dfpir.degradations.registry] bind the registry names (``noise15``,
 ``noise25``, ``noise50``, ``rain``, ``haze``, ``blur``, ``lowlight``) to these functions with their
-default ranges, and :func:`dfpir.degradations.degrade` applies a (possibly different) named
+default ranges, and [`dfpir.degradations.degrade`][dfpir.degradations.registry.degrade] applies a (possibly different) named
 degradation to each sample.
 
 Examples
@@ -145,7 +145,7 @@ def filter2d(images: torch.Tensor, kernels: torch.Tensor, padding: str = "reflec
 
 
 def wiener_deconvolve(blurred: torch.Tensor, kernels: torch.Tensor, nsr: float, padding: str = "reflect") -> torch.Tensor:
-    """Undo :func:`filter2d` with the *known* kernels: Wiener's filter ``conj(K) / (|K|^2 + nsr)``.
+    """Undo [`filter2d`][dfpir.degradations.synthetic.filter2d] with the *known* kernels: Wiener's filter ``conj(K) / (|K|^2 + nsr)``.
 
     A non-blind bound for deblurring: how much of what a blur removed can come back when the
     kernel is given, which a blind restorer must first estimate.
@@ -155,7 +155,7 @@ def wiener_deconvolve(blurred: torch.Tensor, kernels: torch.Tensor, nsr: float, 
     blurred : Tensor
         (B, C, H, W) images blurred by ``kernels``.
     kernels : Tensor
-        (B, K, K) kernels, K odd, as given to :func:`filter2d`.
+        (B, K, K) kernels, K odd, as given to [`filter2d`][dfpir.degradations.synthetic.filter2d].
     nsr : float
         Noise-to-signal ratio, > 0: larger values restore less and amplify less noise.
     padding : str
@@ -176,13 +176,13 @@ def wiener_deconvolve(blurred: torch.Tensor, kernels: torch.Tensor, nsr: float, 
 
 
 def ensemble_wiener(blurred: torch.Tensor, ensemble: torch.Tensor, nsr: float, padding: str = "reflect", chunk: int = 256) -> torch.Tensor:
-    """Undo :func:`filter2d` with *one* linear filter for a whole distribution of kernels.
+    """Undo [`filter2d`][dfpir.degradations.synthetic.filter2d] with *one* linear filter for a whole distribution of kernels.
 
     The filter is ``conj(E[K]) / (E[|K|^2] + nsr)``, the expectations taken over ``ensemble``:
     with no noise (``nsr`` -> 0) it is the linear filter of least mean squared error when the
     kernel is drawn from that distribution and not known. What it gains is what restoring
     gets without estimating each image's kernel; a blind restorer must do better than this to
-    approach :func:`wiener_deconvolve`.
+    approach [`wiener_deconvolve`][dfpir.degradations.synthetic.wiener_deconvolve].
 
     Parameters
     ----------
@@ -427,8 +427,8 @@ def haze(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Add haze by the atmospheric scattering model with a synthetic depth map.
 
-    ``t = exp(-beta d)`` with ``d`` from :func:`synthetic_depth`, then
-    :func:`atmospheric_scattering`: far regions tend to the airlight, so they get brighter and
+    ``t = exp(-beta d)`` with ``d`` from [`synthetic_depth`][dfpir.degradations.synthetic.synthetic_depth], then
+    [`atmospheric_scattering`][dfpir.degradations.synthetic.atmospheric_scattering]: far regions tend to the airlight, so they get brighter and
     flatter (less contrast).
 
     Parameters
@@ -543,7 +543,7 @@ def blur_kernels(batch: int, generator: torch.Generator, length: Range = BLUR_LE
 
 
 def motion_blur(clean: torch.Tensor, generator: torch.Generator, length: Range = BLUR_LENGTH) -> torch.Tensor:
-    """Blur each sample with its own random camera-shake kernel (:func:`blur_kernels`).
+    """Blur each sample with its own random camera-shake kernel ([`blur_kernels`][dfpir.degradations.synthetic.blur_kernels]).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """What the restore and evaluate tools share: loading weights, choosing prompts, restoring arrays.
 
-:class:`Restorer` holds a model (and its degradation classifier, when the weights carry one) on a
+[`Restorer`][dfpir.inference.runner.Restorer] holds a model (and its degradation classifier, when the weights carry one) on a
 device in a precision, and turns a degradation *spec* into a prompt embedding:
 
 - a registry name the weights know (``noise25``, ``rain``, ...): its stored embedding;
@@ -136,7 +136,7 @@ class Restorer:
     tile : int, optional
         Tile side; ``0`` never tiles; ``None`` chooses from ``budget``.
     budget : int, optional
-        Activation memory budget in bytes (see :mod:`dfpir.inference.tiling`).
+        Activation memory budget in bytes (see [`dfpir.inference.tiling`][dfpir.inference.tiling]).
     """
 
     def __init__(
@@ -177,7 +177,7 @@ class Restorer:
         return self.model.prompts.names
 
     def check_spec(self, spec: str) -> None:
-        """Raise :class:`UserError` now if ``spec`` can never be resolved (before any image)."""
+        """Raise [`UserError`][dfpir.errors.UserError] now if ``spec`` can never be resolved (before any image)."""
         if spec == "auto":
             if self.classifier is None:
                 raise UserError(
@@ -220,7 +220,7 @@ class Restorer:
         return self.names[i], float(cos[i])
 
     def prompt(self, spec: str, rgb: np.ndarray | None = None) -> Prompt:
-        """Resolve ``spec`` (name, ``auto`` or free text) to a :class:`Prompt` for image ``rgb``.
+        """Resolve ``spec`` (name, ``auto`` or free text) to a [`Prompt`][dfpir.inference.runner.Prompt] for image ``rgb``.
 
         Parameters
         ----------
@@ -255,7 +255,7 @@ class Restorer:
         rgb : np.ndarray
             (H, W, 3) float in [0, 1].
         prompt : Prompt
-            From :meth:`prompt`.
+            From [`prompt`][dfpir.inference.runner.Restorer.prompt].
         progress : callable, optional
             ``progress(done, total)`` per tile.
         """

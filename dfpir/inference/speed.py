@@ -4,13 +4,13 @@ Every variant computes the same function as the plain model (tests compare them)
 
 - ``plain``: the model as written (channels-first, eval mode, ``torch.no_grad``);
 - ``fast``: channels-last memory format and ``torch.inference_mode``;
-- ``fused``: ``fast`` with :mod:`dfpir.model.fused`'s strip kernels in every transformer block and
+- ``fused``: ``fast`` with [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels in every transformer block and
   DGPB (the default of ``python -m dfpir.restore``);
 - ``compile``: ``fused`` plus ``torch.compile``;
 - ``bf16``: ``fast`` under bfloat16 autocast (not bit-exact: about 2-3 significant digits).
 
 The original code's layout, the benchmarks' baseline, lives with the benchmarks
-(:mod:`dfpir.bench.layouts`).
+([`dfpir.bench.layouts`][dfpir.bench.layouts]).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def reuse_freed_memory() -> bool:
 
 
 def prepare(model: DFPIR, variant: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A callable ``f(image, prompt)`` running ``model`` in ``variant`` (see :data:`VARIANTS`).
+    """A callable ``f(image, prompt)`` running ``model`` in ``variant`` (see ``VARIANTS``).
 
     ``fast``, ``fused``, ``compile`` and ``bf16`` convert ``model`` to channels-last in place;
     ``fused`` switches its blocks to the fused kernels, every other variant switches them back.

@@ -19,7 +19,7 @@ tiny     16    256 x 256     4,030            252
 
 The bytes per pixel fall with size for ``paper`` (a few hundred MB of the peak does not scale
 with the image: allocator arenas, weights' working copies), so one slope-only constant is
-conservative for tiles of 256 pixels and more: :data:`BYTES_PER_PIXEL_PER_DIM` = 256 (fp32).
+conservative for tiles of 256 pixels and more: ``BYTES_PER_PIXEL_PER_DIM`` = 256 (fp32).
 Half precision scales it by the element size. With the default 1 GiB budget the ``paper``
 preset gets 288-pixel tiles, and a 4096 x 4096 photo peaks at 1.8-2.1 GB RSS in total
 (``python -m dfpir.bench restore``).
@@ -33,11 +33,11 @@ DGPB's top-k mask is chosen from that map: a tile uses its own statistics instea
 image's. So a tiled result differs from the whole-image one everywhere, not only at seams, by
 an amount that depends on how different the tiles' content is from the whole. Overlapping tiles
 blended with raised-cosine weights hide the seams (no step at tile borders) but not this global
-difference. :func:`tiling_discrepancy` measures it. Measured (``tests/test_restore.py``, which
+difference. [`tiling_discrepancy`][dfpir.inference.tiling.tiling_discrepancy] measures it. Measured (``tests/test_restore.py``, which
 asserts PSNR > 28 dB and max |diff| < 0.2): ``tiny`` preset with random weights, a 96 x 96
 smooth image, 48-pixel tiles with 16-pixel overlap (9 tiles): tiled versus whole PSNR 32.1 dB,
 max |diff| 0.136, mean |diff| 0.018, while the whole-image pass changes its input by 0.029 on
-average. Trained weights have not been measured yet; run :func:`tiling_discrepancy` on them
+average. Trained weights have not been measured yet; run [`tiling_discrepancy`][dfpir.inference.tiling.tiling_discrepancy] on them
 before trusting tiled numbers in a benchmark (``dfpir.evaluate`` tiles only images whose
 activations exceed the budget, or with ``--tile``).
 """
@@ -149,7 +149,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int | None = None) -> TilePlan:
-    """The :class:`TilePlan` of an H x W image.
+    """The [`TilePlan`][dfpir.inference.tiling.TilePlan] of an H x W image.
 
     Parameters
     ----------
@@ -158,7 +158,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int | None = None) -
     tile : int
         Tile side (rounded down to a multiple of 8, at least 16).
     overlap : int, optional
-        Minimum overlap; :func:`default_overlap` when omitted.
+        Minimum overlap; [`default_overlap`][dfpir.inference.tiling.default_overlap] when omitted.
     """
     tile = max(2 * MULTIPLE, tile // MULTIPLE * MULTIPLE)
     overlap = min(default_overlap(tile) if overlap is None else overlap, tile // 2)
@@ -227,7 +227,7 @@ def restore_tiled(
     prompt : torch.Tensor
         (1, prompt_dim) embedding.
     plan : TilePlan
-        From :func:`plan_tiles`.
+        From [`plan_tiles`][dfpir.inference.tiling.plan_tiles].
     progress : callable, optional
         Called as ``progress(done, total)`` after each tile.
     max_tiles : int, optional
@@ -276,9 +276,9 @@ def restore_image(
     tile : int, optional
         Tile side; ``0`` forces the whole image; ``None`` chooses from ``budget``.
     budget : int, optional
-        Activation memory budget in bytes; :func:`default_budget` of the model's device if omitted.
+        Activation memory budget in bytes; [`default_budget`][dfpir.inference.tiling.default_budget] of the model's device if omitted.
     overlap : int, optional
-        Tile overlap; :func:`default_overlap` if omitted.
+        Tile overlap; [`default_overlap`][dfpir.inference.tiling.default_overlap] if omitted.
     progress : callable, optional
         ``progress(done, total)`` after each tile.
 

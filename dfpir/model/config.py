@@ -49,7 +49,7 @@ class DFPIRConfig:
     guidance : {"faithful", "learnable"}
         ``"faithful"`` freezes the DGM as the original does (only the integer order of its output
         is used, so it never learns). ``"learnable"`` lets gradients reach the DGM through a
-        straight-through gate, see :class:`dfpir.model.perturbation.ChannelPerturbation`.
+        straight-through gate, see [`dfpir.model.perturbation.ChannelPerturbation`][dfpir.model.perturbation.ChannelPerturbation].
     keep_ratio : float
         Fraction of each attention row kept by the top-k mask: ``k = max(1, floor(c * ratio))``.
     prompt_dim : int
@@ -114,7 +114,7 @@ class DFPIRConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DFPIRConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of [`to_dict`][dfpir.model.config.DFPIRConfig.to_dict]; unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -32,12 +32,12 @@ class DGPB(nn.Module):
     prompt_dim : int
         Prompt width.
     guidance : str
-        ``"faithful"`` or ``"learnable"``, see :class:`~dfpir.model.perturbation.ChannelPerturbation`.
+        ``"faithful"`` or ``"learnable"``, see [`ChannelPerturbation`][dfpir.model.perturbation.ChannelPerturbation].
     keep_ratio : float
         Top-k mask ratio.
     """
 
-    #: Run :mod:`dfpir.model.fused`'s strip kernels when no gradient is needed (see :meth:`DFPIR.set_fused`).
+    #: Run [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels when no gradient is needed (see [`DFPIR.set_fused`][dfpir.model.network.DFPIR.set_fused]).
     fused: bool = False
 
     def __init__(

@@ -15,7 +15,7 @@ model's, operation for operation, except where noted:
 - the GDFN's hidden channels are padded with zero channels to a multiple of 16, which oneDNN's
   kernels handle faster (the padded channels stay exactly zero);
 - on float32 channels-last CPU tensors, the GDFN's GELU and residual sum are post-ops of
-  oneDNN's convolutions (:func:`postops`), and its output overwrites its input;
+  oneDNN's convolutions ([`postops`][dfpir.model.fused.postops]), and its output overwrites its input;
 - ``project_out(attn @ v)`` is one product ``v @ (W_out attn)^T``: the small (C x C) matrix
   ``W_out attn`` is formed first, which saves a full-resolution pass.
 
@@ -79,7 +79,7 @@ def zero_extend(tensor: torch.Tensor | None, size: int, dim: int = 0) -> torch.T
 
 
 def aligned(channels: int) -> int:
-    """``channels`` rounded up to a multiple of :data:`CHANNEL_ALIGN`."""
+    """``channels`` rounded up to a multiple of ``CHANNEL_ALIGN``."""
     return -(-channels // CHANNEL_ALIGN) * CHANNEL_ALIGN
 
 
@@ -112,7 +112,7 @@ def pixel_major(x: torch.Tensor) -> torch.Tensor:
 
 def gdfn_weights(ffn) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
     """The GDFN's convolutions as ``(project_in, dwconv)`` weight/bias pairs for each half of
-    the hidden channels, and ``project_out``'s, all zero-extended to :func:`aligned` channels.
+    the hidden channels, and ``project_out``'s, all zero-extended to [`aligned`][dfpir.model.fused.aligned] channels.
 
     A padded hidden channel is exactly zero (no weight, no bias), so is its gate
     ``gelu(0) * 0``, and ``project_out`` gives it zero weight: the output is unchanged.
@@ -127,7 +127,7 @@ def gdfn_weights(ffn) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...
     return halves[0], halves[1], out
 
 
-#: Whether this torch build has oneDNN's fused convolutions (see :func:`postops`).
+#: Whether this torch build has oneDNN's fused convolutions (see [`postops`][dfpir.model.fused.postops]).
 POSTOPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
@@ -152,7 +152,7 @@ def gated_dwconv(h1: torch.Tensor, h2: torch.Tensor, first: tuple, second: tuple
     """The GDFN's gate ``gelu(dwconv(h1)) * dwconv(h2)`` of a strip with its halo rows, cut to ``keep``.
 
     ``first`` and ``second`` are (weight, bias) of the two halves' depthwise convolutions; with
-    ``fuse`` the GELU is a oneDNN post-op of the first (:func:`postops`). (oneDNN has no fused
+    ``fuse`` the GELU is a oneDNN post-op of the first ([`postops`][dfpir.model.fused.postops]). (oneDNN has no fused
     product for depthwise convolutions: torch would run it as a separate multiply anyway.)
     """
     if fuse:
@@ -176,7 +176,7 @@ def project_add_(residual: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
 
 
 def gdfn_(block_norm: LayerNorm, ffn, x: torch.Tensor) -> torch.Tensor:
-    """``x += ffn(block_norm(x))`` in place, for a :class:`~dfpir.model.feedforward.GDFN`, in strips.
+    """``x += ffn(block_norm(x))`` in place, for a [`GDFN`][dfpir.model.feedforward.GDFN], in strips.
 
     Writing into ``x`` saves a fresh output tensor and a copy per strip. A strip's output is
     written only after the next strip has read its halo row (which is this strip's last row),
@@ -217,7 +217,7 @@ def per_head(t: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def accumulate_gram(gram: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k: torch.Tensor, heads: int) -> None:
-    """Add a strip's ``q_h k_h^T`` and squared channel norms to the :func:`new_gram` accumulators.
+    """Add a strip's ``q_h k_h^T`` and squared channel norms to the [`new_gram`][dfpir.model.fused.new_gram] accumulators.
 
     ``q``, ``k``: (B, C, rows, W) channels-last. These are the blocks of the Gram matrix of
     ``[q_h | k_h]`` that the logits need (a quarter of it, plus its diagonal). Half-precision
@@ -235,9 +235,9 @@ def accumulate_gram(gram: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k:
 
 
 def logits_from_gram(gram: tuple[torch.Tensor, torch.Tensor], temperature: torch.Tensor) -> torch.Tensor:
-    """:func:`new_gram` statistics -> (B, heads, c, c) cosine logits times the temperature.
+    """[`new_gram`][dfpir.model.fused.new_gram] statistics -> (B, heads, c, c) cosine logits times the temperature.
 
-    The same quantity as :func:`dfpir.model.attention.channel_logits`: ``q k^T`` divided by the norms
+    The same quantity as [`dfpir.model.attention.channel_logits`][dfpir.model.attention.channel_logits]: ``q k^T`` divided by the norms
     of ``q`` and ``k`` (eps 1e-12).
     """
     cross, squares = gram
@@ -280,7 +280,7 @@ def project(v: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, re
 
 def gram_and_values(height: int, width: int, channels: int, heads: int, like: torch.Tensor,
                     strip: Callable[[int, int, slice], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The per-head Gram statistics (:func:`new_gram`) of ``q`` and ``k`` over the whole image,
+    """The per-head Gram statistics ([`new_gram`][dfpir.model.fused.new_gram]) of ``q`` and ``k`` over the whole image,
     and ``v`` whole, built strip by strip.
 
     ``strip(a, b, keep)`` computes the strip with halo rows ``[a, b)`` and returns its ``q``,
@@ -296,7 +296,7 @@ def gram_and_values(height: int, width: int, channels: int, heads: int, like: to
 
 
 def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
-    """``x + attn(block_norm(x))`` for an :class:`~dfpir.model.attention.MDTA`, in strips."""
+    """``x + attn(block_norm(x))`` for an [`MDTA`][dfpir.model.attention.MDTA], in strips."""
     c, h, w = x.shape[1:]
     rows_qk, rows_v = slice(0, 2 * c), slice(2 * c, 3 * c)
     conv_qk, dw_qk = channels(attn.qkv, rows_qk), channels(attn.qkv_dwconv, rows_qk)  # q and k by one conv
@@ -314,7 +314,7 @@ def mdta(block_norm: LayerNorm, attn, x: torch.Tensor) -> torch.Tensor:
 
 def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context: torch.Tensor, norm_kv: LayerNorm) -> torch.Tensor:
     """``attn(norm_q(query), norm_kv(context))`` for a
-    :class:`~dfpir.model.masked_attention.MaskedCrossAttention`, in strips."""
+    [`MaskedCrossAttention`][dfpir.model.masked_attention.MaskedCrossAttention], in strips."""
     c, h, w = query.shape[1:]
     rows_k, rows_v = slice(0, c), slice(c, 2 * c)
     conv_k, dw_k = channels(attn.kv, rows_k), channels(attn.kv_dwconv, rows_k)
@@ -331,7 +331,7 @@ def masked_cross_attention(attn, query: torch.Tensor, norm_q: LayerNorm, context
 
 
 def perturbation(module, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-    """A :class:`~dfpir.model.perturbation.ChannelPerturbation` as one (C x C) matrix per sample.
+    """A [`ChannelPerturbation`][dfpir.model.perturbation.ChannelPerturbation] as one (C x C) matrix per sample.
 
     ``reduce(shuffle(expand(x)))`` is linear in ``x``: with ``e = W_e x + b_e`` and
     ``shuffled[i] = e[order[i]]``, it equals ``W_r[:, inv] W_e x + W_r[:, inv] b_e + b_r`` where

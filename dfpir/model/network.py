@@ -30,7 +30,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
 
 
 def check_inputs(image: torch.Tensor, prompt: torch.Tensor | None, prompt_dim: int, needs_prompt: bool) -> None:
-    """Raise a :class:`~dfpir.errors.UserError` with a one-line reason for inputs the network cannot take.
+    """Raise a [`UserError`][dfpir.errors.UserError] with a one-line reason for inputs the network cannot take.
 
     Only shapes and types are checked here, which costs nothing; whether the pixels are finite is
     checked once where images enter (``restore``, the training data), not in every forward pass.
@@ -83,10 +83,10 @@ class DFPIR(nn.Module):
     Parameters
     ----------
     config : DFPIRConfig
-        Architecture; see :mod:`dfpir.model.config` for the presets.
+        Architecture; see [`dfpir.model.config`][dfpir.model.config] for the presets.
     prompts : PromptBank, optional
         Degradation name -> embedding table carried with the model (and its checkpoints).
-        Defaults to :meth:`dfpir.model.prompts.PromptBank.default`.
+        Defaults to [`dfpir.model.prompts.PromptBank.default`][dfpir.model.prompts.PromptBank.default].
 
     Notes
     -----
@@ -190,7 +190,7 @@ class DFPIR(nn.Module):
             return self(image, self.embed_prompts(degradation, image.shape[0]))
 
     def set_fused(self, on: bool = True) -> "DFPIR":
-        """Switch every transformer block and DGPB to :mod:`dfpir.model.fused`'s strip kernels (or back).
+        """Switch every transformer block and DGPB to [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels (or back).
 
         The kernels take effect only when no gradient is recorded (``torch.no_grad`` or
         ``inference_mode``); training always runs the plain modules.

@@ -2,9 +2,9 @@
 
 The original encodes each degradation's text prompt with the frozen OpenAI CLIP ViT-B/32 text
 encoder (512-d). CLIP is not required here: the default bank embeds the same texts with
-:class:`HashingTextEncoder`, a deterministic local bag-of-words encoder, so similar prompts
+[`HashingTextEncoder`][dfpir.model.prompts.HashingTextEncoder], a deterministic local bag-of-words encoder, so similar prompts
 ("... deviation of 15" / "... of 25") get similar embeddings. Users with CLIP compute the
-embeddings elsewhere and load them with :meth:`PromptBank.from_file`.
+embeddings elsewhere and load them with [`PromptBank.from_file`][dfpir.model.prompts.PromptBank.from_file].
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class PromptBank:
 
     @classmethod
     def default(cls, dim: int = 512, style: str = "detailed") -> "PromptBank":
-        """Every registered degradation embedded by :class:`HashingTextEncoder` from its text."""
+        """Every registered degradation embedded by [`HashingTextEncoder`][dfpir.model.prompts.HashingTextEncoder] from its text."""
         return cls.from_texts({n: getattr(d, style) for n, d in DEGRADATIONS.items()}, HashingTextEncoder(dim))
 
     @classmethod
@@ -168,7 +168,7 @@ class PromptBank:
         Every entry must be a finite, non-zero vector of numbers, all of one width (``dim`` when
         given): a zero vector has no channel order (its argsort is arbitrary). The names keep the
         file's order, and a ``.safetensors`` file's ``texts`` metadata (written by
-        :meth:`to_file`) is kept too.
+        [`to_file`][dfpir.model.prompts.PromptBank.to_file]) is kept too.
 
         Raises
         ------

@@ -14,7 +14,7 @@ from .layernorm import LayerNorm
 class TransformerBlock(nn.Module):
     """``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``, with two separate LayerNorms."""
 
-    #: Run :mod:`dfpir.model.fused`'s strip kernels when no gradient is needed (see :meth:`DFPIR.set_fused`).
+    #: Run [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels when no gradient is needed (see [`DFPIR.set_fused`][dfpir.model.network.DFPIR.set_fused]).
     fused: bool = False
 
     def __init__(self, channels: int, heads: int, expansion: float, bias: bool, with_bias_norm: bool) -> None:

@@ -1,13 +1,13 @@
 """The ablation study of the issue "Does DFPIR reduce task interference?": its machinery.
 
-- :mod:`.arms`: one row per arm (:data:`ARMS`), its network and initial weights
-  (:func:`initial_model`: the same backbone for every arm of a seed);
-- :mod:`.grid`: named grids (:data:`GRIDS`: arms x seeds x one budget) and each run's training config;
-- :mod:`.measure`: the held-out set (:func:`heldout_set`), :func:`evaluate` and :func:`gradient_conflicts`;
-- :mod:`.runner`: :func:`run_grid`, resumable, one JSON result file per run;
-- :mod:`.stats`: intervals over seeds, paired differences;
-- :mod:`.report`: tables, plots and the conclusion from the result files alone (:func:`write_report`);
-- :mod:`.cli`: ``python -m dfpir.study run | report``.
+- [`arms`][dfpir.study.arms]: one row per arm ([`ARMS`][dfpir.study.ARMS]), its network and initial weights
+  ([`initial_model`][dfpir.study.arms.initial_model]: the same backbone for every arm of a seed);
+- [`grid`][dfpir.study.grid]: named grids ([`GRIDS`][dfpir.study.GRIDS]: arms x seeds x one budget) and each run's training config;
+- [`measure`][dfpir.study.measure]: the held-out set ([`heldout_set`][dfpir.study.measure.heldout_set]), [`evaluate`][dfpir.study.measure.evaluate] and [`gradient_conflicts`][dfpir.study.measure.gradient_conflicts];
+- [`runner`][dfpir.study.runner]: [`run_grid`][dfpir.study.runner.run_grid], resumable, one JSON result file per run;
+- [`stats`][dfpir.study.stats]: intervals over seeds, paired differences;
+- [`report`][dfpir.study.report]: tables, plots and the conclusion from the result files alone ([`write_report`][dfpir.study.report.write_report]);
+- [`cli`][dfpir.study.cli]: ``python -m dfpir.study run | report``.
 """
 
 from .arms import ARMS, Arm, arm_config, initial_model, matched_blocks, shared_orders_

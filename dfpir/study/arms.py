@@ -1,15 +1,15 @@
 """The arms of the ablation study: one declarative row each, and the initial weights of every run.
 
-An arm is a network (overrides of the grid's :class:`~dfpir.model.config.DFPIRConfig`) plus, where
+An arm is a network (overrides of the grid's [`DFPIRConfig`][dfpir.model.config.DFPIRConfig]) plus, where
 the training config has no switch for it, a *surgery* on the initial weights that training
 preserves. Both surgeries act on the DGM, which faithful guidance freezes (no gradient reaches
-it and the optimiser never sees it), so what :func:`initial_model` sets stays set for the whole
-run; no field of the model and nothing in :mod:`dfpir.model` knows about the study:
+it and the optimiser never sees it), so what [`initial_model`][dfpir.study.arms.initial_model] sets stays set for the whole
+run; no field of the model and nothing in [`dfpir.model`][dfpir.model] knows about the study:
 
 * ``identity_order`` (``no_shuffle``): every prompt gives the identity channel order
-  (:func:`dfpir.analysis.identity_orders_`);
+  ([`dfpir.analysis.identity_orders_`][dfpir.analysis.ablations.identity_orders_]);
 * ``shared_order`` (``shared_prompt``): every prompt gives the order of one prompt, the mean of
-  the run's prompt embeddings (:func:`shared_orders_`).
+  the run's prompt embeddings ([`shared_orders_`][dfpir.study.arms.shared_orders_]).
 
 With ``expand`` and ``reduce`` both trained, one fixed permutation between them can be folded into
 ``reduce``'s columns, so ``shared_prompt`` and ``no_shuffle`` train the same family of functions;
@@ -17,7 +17,7 @@ they differ only in which (equally distributed) initial weights meet. Both are k
 issue names both.
 
 Same start per seed: every run of seed ``s`` copies its initial tensors from one draw of the
-grid's published model at ``s`` (:func:`seed_model`); tensors the published model lacks (the
+grid's published model at ``s`` ([`seed_model`][dfpir.study.arms.seed_model]); tensors the published model lacks (the
 extra blocks of ``restormer_wide``) are drawn from a stream of their own.
 """
 
@@ -36,13 +36,13 @@ from ..model.network import DFPIR
 from ..train import prompt_bank
 
 SURGERIES = ("", "identity_order", "shared_order")
-"""What :func:`initial_model` may do to an arm's initial weights ("": nothing)."""
+"""What [`initial_model`][dfpir.study.arms.initial_model] may do to an arm's initial weights ("": nothing)."""
 
 WIDE_TOLERANCE = 0.05
 """``restormer_wide`` has the trainable parameters of ``dfpir`` within this fraction."""
 
 WIDE_CLOSE = 0.01
-"""... and with as few added blocks as come within this fraction (see :func:`matched_blocks`)."""
+"""... and with as few added blocks as come within this fraction (see [`matched_blocks`][dfpir.study.arms.matched_blocks])."""
 
 EXTRA_SEED = 1_000_003  # the stream of tensors the seed's published model does not have
 
@@ -58,12 +58,12 @@ class Arm:
     summary : str
         One line for the report.
     model : dict
-        :class:`DFPIRConfig` field overrides on top of the grid's model.
+        [`DFPIRConfig`][dfpir.model.config.DFPIRConfig] field overrides on top of the grid's model.
     surgery : str
-        One of :data:`SURGERIES`, applied to the initial weights (needs frozen DGMs).
+        One of [`SURGERIES`][dfpir.study.arms.SURGERIES], applied to the initial weights (needs frozen DGMs).
     widen : bool
         Add transformer blocks until the trainable parameters match ``dfpir``'s
-        (:func:`matched_blocks`).
+        ([`matched_blocks`][dfpir.study.arms.matched_blocks]).
     specialist : bool
         One run per degradation, trained on it alone (the interference baseline).
     """
@@ -91,7 +91,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
 
 
 def check_arm(name: str) -> Arm:
-    """The arm called ``name``; a :class:`UserError` naming the known ones otherwise."""
+    """The arm called ``name``; a [`UserError`][dfpir.errors.UserError] naming the known ones otherwise."""
     if name not in ARMS:
         raise UserError(f"unknown study arm {name!r}; known: {', '.join(ARMS)}")
     return ARMS[name]
@@ -118,9 +118,9 @@ def matched_blocks(model: DFPIRConfig, most: int = 4) -> dict[str, Any]:
 
     Blocks are added (never removed) at encoder levels 1-3, the latent and the refinement, up to
     ``most`` per place, so every tensor of the plain backbone keeps its name and shape (and its
-    initial value, see :func:`initial_model`). Parameters are additive in blocks, so one model per
-    place prices them. The choice: the fewest added blocks within :data:`WIDE_CLOSE` of the
-    target (else within :data:`WIDE_TOLERANCE`), then the closest count, then the first in
+    initial value, see [`initial_model`][dfpir.study.arms.initial_model]). Parameters are additive in blocks, so one model per
+    place prices them. The choice: the fewest added blocks within [`WIDE_CLOSE`][dfpir.study.arms.WIDE_CLOSE] of the
+    target (else within [`WIDE_TOLERANCE`][dfpir.study.arms.WIDE_TOLERANCE]), then the closest count, then the first in
     ``itertools.product`` order. For the tiny, small and paper presets that is 3-4 blocks
     within 1%.
 
@@ -132,7 +132,7 @@ def matched_blocks(model: DFPIRConfig, most: int = 4) -> dict[str, Any]:
     Raises
     ------
     UserError
-        If no choice comes within :data:`WIDE_TOLERANCE`.
+        If no choice comes within [`WIDE_TOLERANCE`][dfpir.study.arms.WIDE_TOLERANCE].
     """
     target = trainable(model)
     plain = model.replace(use_dgpb=False)
@@ -163,7 +163,7 @@ def seed_model(model: DFPIRConfig, seed: int, degradations: Sequence[str]) -> DF
 def initial_model(arm: Arm, model: DFPIRConfig, seed: int, degradations: Sequence[str]) -> DFPIR:
     """The weights a run of ``arm`` starts from (given to training as ``train.init``).
 
-    Every tensor whose name and shape the seed's published model (:func:`seed_model`) also has
+    Every tensor whose name and shape the seed's published model ([`seed_model`][dfpir.study.arms.seed_model]) also has
     is copied from it, so all arms of one seed start from the same backbone and the DGPB arms
     from the same DGPBs; the rest is drawn from its own stream; then the arm's surgery.
     """

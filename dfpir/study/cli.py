@@ -4,9 +4,9 @@
     python -m dfpir.study report --grid pilot
 
 ``run`` trains, measures and records every run of the grid not yet recorded (a stopped study
-continues where it stopped; see :mod:`~dfpir.study.runner`); checkpoints go under
+continues where it stopped; see [`runner`][dfpir.study.runner]); checkpoints go under
 ``runs/study/GRID`` (git-ignored), one JSON file per run under ``results/study/GRID``.
-``report`` turns those JSON files alone into ``results/study/GRID/report/`` (:mod:`~dfpir.study.report`).
+``report`` turns those JSON files alone into ``results/study/GRID/report/`` ([`report`][dfpir.study.report]).
 """
 
 from __future__ import annotations

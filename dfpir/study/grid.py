@@ -2,7 +2,7 @@
 
 Every run of a grid trains with the same budget (steps, batch, patch, schedule: ``budget``, in
 ``python -m dfpir.train``'s ``section.key=value`` form); runs differ only in the network
-(``[model]``), the seed, ``train.init`` (:mod:`.arms`), where they write and, for specialists,
+(``[model]``), the seed, ``train.init`` ([`arms`][dfpir.study.arms]), where they write and, for specialists,
 their one degradation. For one seed, the all-in-one arms see the same samples in the same order.
 
 The sizes of ``pilot`` and ``default`` are provisional placeholders: the study's design page
@@ -132,7 +132,7 @@ def train_config(grid: Grid, run: Run, runs_root: Path, device: str = "auto", th
 
 
 def init_path(runs_root: Path, run: Run) -> Path:
-    """Where the initial weights of ``run`` are written (:func:`~dfpir.study.arms.initial_model`)."""
+    """Where the initial weights of ``run`` are written ([`initial_model`][dfpir.study.arms.initial_model])."""
     return runs_root / "init" / f"{run.id}.safetensors"
 
 
@@ -173,7 +173,7 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
 
 
 def get_grid(name: str) -> Grid:
-    """The grid called ``name``, checked; a :class:`UserError` naming the known ones otherwise."""
+    """The grid called ``name``, checked; a [`UserError`][dfpir.errors.UserError] naming the known ones otherwise."""
     if name not in GRIDS:
         raise UserError(f"unknown study grid {name!r}; known: {', '.join(GRIDS)}")
     grid = GRIDS[name]

@@ -8,7 +8,7 @@ seeded by (photo name, degradation), so every run is scored on the very same inp
 Gradient conflicts: the cosines between the degradations' gradients over the shared backbone
 only (the DGPBs' own weights left out, so arms with and without DGPBs are compared on the same
 kind of parameters), averaged over a fixed series of batches of the training photos
-(:func:`dfpir.analysis.task_batches`, seeds ``CONFLICT_SEED + k``).
+([`dfpir.analysis.task_batches`][dfpir.analysis.interference.task_batches], seeds ``CONFLICT_SEED + k``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``report.md`` holds the results: held-out PSNR and SSIM per arm and degradation (mean and 95%
 t-interval over seeds), paired differences against ``dfpir``, the interference gaps against the
-specialists, the conclusion per degradation by :func:`verdict`'s stated rule, the gradient
+specialists, the conclusion per degradation by [`verdict`][dfpir.study.report.verdict]'s stated rule, the gradient
 conflicts per checkpoint, and their relation to the gaps. ``runs.md`` lists each run's wall time
 and device (what differs between two machines making the same results). Every number comes from
 the JSON files, and the same files give the same bytes: plots are written without the
@@ -23,7 +23,7 @@ from .arms import ARMS
 from .stats import Interval, correlation, interval, paired
 
 BASELINES = ("restormer", "restormer_wide")
-"""The arms without DGPBs that :func:`verdict` compares ``dfpir``'s interference with."""
+"""The arms without DGPBs that [`verdict`][dfpir.study.report.verdict] compares ``dfpir``'s interference with."""
 
 PLOTS = ("psnr.png", "conflict.png", "gap_vs_conflict.png")
 
@@ -175,7 +175,7 @@ def verdict(t: Table, degradation: str) -> str:
     """The conclusion on one degradation, by this rule (stated in the report too):
 
     the DGPBs *reduce* interference on T when (1) there is interference to reduce: the interval
-    of ``gap_restormer(T)`` lies above 0, and (2) for each baseline ``b`` of :data:`BASELINES`,
+    of ``gap_restormer(T)`` lies above 0, and (2) for each baseline ``b`` of [`BASELINES`][dfpir.study.report.BASELINES],
     the paired interval of ``gap_b(T) - gap_dfpir(T)`` lies above 0. They *increase* it when (2)
     holds with every interval below 0. Otherwise no conclusion, saying which condition failed.
     """

@@ -1,15 +1,15 @@
 """Training: ``python -m dfpir.train`` and the pieces it is made of.
 
-- :mod:`~dfpir.train.loop`: the run, top to bottom (processes, data, model, optimiser, the loop,
-  validation) and the command line, :func:`main`; :func:`run` trains from a config;
-- :mod:`~dfpir.train.config`: the configuration (:class:`TrainConfig`, presets, TOML files,
-  overrides, :func:`resolve`) and what a resumed run may change;
-- :mod:`~dfpir.train.sampling`: which samples each step trains on, for any number of processes
+- [`loop`][dfpir.train.loop]: the run, top to bottom (processes, data, model, optimiser, the loop,
+  validation) and the command line, [`main`][dfpir.train.loop.main]; [`run`][dfpir.train.loop.run] trains from a config;
+- [`config`][dfpir.train.config]: the configuration ([`TrainConfig`][dfpir.train.config.TrainConfig], presets, TOML files,
+  overrides, [`resolve`][dfpir.train.config.resolve]) and what a resumed run may change;
+- [`sampling`][dfpir.train.sampling]: which samples each step trains on, for any number of processes
   and DataLoader workers;
-- :mod:`~dfpir.train.state`: the training state in and out of checkpoints, ``train.init`` weights;
-- :mod:`~dfpir.train.preflight`: the training files' headers, read before the first step;
-- :mod:`~dfpir.train.interrupts`: Ctrl-C at step boundaries;
-- :mod:`~dfpir.train.precision`: fp32, bf16 and fp16 autocast.
+- [`state`][dfpir.train.state]: the training state in and out of checkpoints, ``train.init`` weights;
+- [`preflight`][dfpir.train.preflight]: the training files' headers, read before the first step;
+- [`interrupts`][dfpir.train.interrupts]: Ctrl-C at step boundaries;
+- [`precision`][dfpir.train.precision]: fp32, bf16 and fp16 autocast.
 """
 
 from .config import PRESETS, SAFE_ON_RESUME, TrainConfig, resolve, resume_config

@@ -2,11 +2,11 @@
 
 Resolution order: preset -> ``--config FILE.toml`` -> ``key=value`` overrides on the command
 line (e.g. ``optim.lr=2e-4 data.patch_size=96``). Unknown keys, values of the wrong type and
-values out of range are rejected with a one-line message by :func:`resolve`, before training
+values out of range are rejected with a one-line message by [`resolve`][dfpir.train.config.resolve], before training
 writes anything. The resolved config is written next to every checkpoint.
 
-A resumed run is configured by its checkpoint instead (:func:`resume_config`): the command line
-may change only the settings in :data:`SAFE_ON_RESUME`.
+A resumed run is configured by its checkpoint instead ([`resume_config`][dfpir.train.config.resume_config]): the command line
+may change only the settings in [`SAFE_ON_RESUME`][dfpir.train.config.SAFE_ON_RESUME].
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..errors import UserError, check_at_least
 from ..model.config import PRESETS as MODEL_PRESETS, DFPIRConfig, get_config
 
 MODEL_KEYS: dict[str, Any] = typing.get_type_hints(DFPIRConfig)
-"""The keys of ``[model]``: ``preset`` and every other field of :class:`DFPIRConfig`, with their types."""
+"""The keys of ``[model]``: ``preset`` and every other field of [`DFPIRConfig`][dfpir.model.config.DFPIRConfig], with their types."""
 
 # What the ``[model]`` section of configs written before it held only overrides used for "the
 # preset's own value"; such configs are still read (a run resumed across the change).
@@ -37,17 +37,17 @@ _LEGACY_UNSET = {"dim": 0, "num_blocks": [], "num_refinement_blocks": -1, "heads
 
 @dataclass
 class ModelSection:
-    """Which network to train: a preset of :mod:`dfpir.model.config` and overrides of its fields.
+    """Which network to train: a preset of [`dfpir.model.config`][dfpir.model.config] and overrides of its fields.
 
     ``overrides`` holds only the fields that were set (``dim``, ``guidance``, ...); the network is
-    the preset with them applied, and :class:`DFPIRConfig` itself checks the values.
+    the preset with them applied, and [`DFPIRConfig`][dfpir.model.config.DFPIRConfig] itself checks the values.
     """
 
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def set(self, key: str, value: Any, source: str) -> None:
-        """Set ``preset`` or override one :class:`DFPIRConfig` field, checking the key and its type."""
+        """Set ``preset`` or override one [`DFPIRConfig`][dfpir.model.config.DFPIRConfig] field, checking the key and its type."""
         if key not in MODEL_KEYS:
             raise UserError(f"{source}: unknown config key model.{key}; known: {', '.join(sorted(MODEL_KEYS))}")
         value = _coerce(value, MODEL_KEYS[key], f"model.{key}")
@@ -78,7 +78,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    """Where samples come from (see :mod:`dfpir.data`)."""
+    """Where samples come from (see [`dfpir.data`][dfpir.data])."""
 
     layout: str = "builtin"
     root: str = ""
@@ -153,7 +153,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str) -> "TrainConfig":
-        """The config recorded as :meth:`to_dict` (in a checkpoint), checked like a config file."""
+        """The config recorded as [`to_dict`][dfpir.train.config.ModelSection.to_dict] (in a checkpoint), checked like a config file."""
         model = dict(values.get("model", {}))
         for key, unset in _LEGACY_UNSET.items():
             if model.get(key) == unset:
@@ -281,7 +281,7 @@ it writes and what it runs on. Everything else would make it another run than th
 def resume_config(stored: TrainConfig, checkpoint: Path, preset: str | None, config_file: str | None,
                   overrides: list[str]) -> TrainConfig:
     """The config of a resumed run: the one ``checkpoint`` was made with (``stored``), with what
-    the command line sets on top (checked by :func:`resume_changes` when the run starts).
+    the command line sets on top (checked by [`resume_changes`][dfpir.train.config.resume_changes] when the run starts).
 
     ``train.out_dir`` is the checkpoint's folder unless the command line names another.
     """
@@ -307,7 +307,7 @@ def settings(cfg: TrainConfig) -> dict[str, Any]:
 
 def resume_changes(stored: TrainConfig, cfg: TrainConfig, checkpoint: Path) -> dict[str, list[Any]]:
     """The settings in which ``cfg`` differs from the run ``checkpoint`` was made with, as
-    ``{key: [stored value, new value]}``; all of them must be in :data:`SAFE_ON_RESUME`.
+    ``{key: [stored value, new value]}``; all of them must be in [`SAFE_ON_RESUME`][dfpir.train.config.SAFE_ON_RESUME].
 
     Raises
     ------

@@ -2,8 +2,8 @@
 
 An update interrupted half-way (some parameters stepped, the schedule or the step count not yet)
 would be saved as it stands, and the resumed run would apply that step a second time. Inside
-:meth:`StepBoundary.hold`, Ctrl-C waits until the block is done; a second Ctrl-C stops at once,
-and :attr:`StepBoundary.torn` then says the state must not be saved.
+[`StepBoundary.hold`][dfpir.train.interrupts.StepBoundary.hold], Ctrl-C waits until the block is done; a second Ctrl-C stops at once,
+and ``StepBoundary.torn`` then says the state must not be saved.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ degraded on the fly by all seven synthetic degradations, on the CPU, and prints 
 table at the end. ``torchrun --nproc_per_node N -m dfpir.train ...`` trains on N processes
 (DistributedDataParallel; gloo on CPU, nccl on GPU).
 
-The story of a run, top to bottom: the configuration (:mod:`~dfpir.train.config`), the
+The story of a run, top to bottom: the configuration ([`config`][dfpir.train.config]), the
 processes, the data, the model, the optimiser and its schedule, the loop, validation, and the
-command line that starts it all. Which samples a step sees is :mod:`~dfpir.train.sampling`;
-how the training state goes into a checkpoint is :mod:`~dfpir.train.state`.
+command line that starts it all. Which samples a step sees is [`sampling`][dfpir.train.sampling];
+how the training state goes into a checkpoint is [`state`][dfpir.train.state].
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def build_data(cfg: TrainConfig, length: int, quiet: bool = False):
     """The training dataset (item i deterministic in (seed, i)) and the fixed validation samples.
 
     The built-in photos validate on the held-out right strip of each photo. Files under
-    ``data.root`` are checked first (:func:`~dfpir.train.preflight.check_training_files`), then
+    ``data.root`` are checked first ([`check_training_files`][dfpir.train.preflight.check_training_files]), then
     every ``data.holdout``-th file of each task is validation and never trained on (the ``clean``
     layout without a holdout validates on the built-in photos' strips).
     """
@@ -216,7 +216,7 @@ class Trainer:
     # --- one step --------------------------------------------------------------------------------
 
     def batches(self, dataset, end: int) -> Iterator[dict[str, Any]]:
-        """The micro-batches of steps ``self.step`` .. ``end - 1`` (see :func:`~dfpir.train.sampling.micro_batches`)."""
+        """The micro-batches of steps ``self.step`` .. ``end - 1`` (see [`micro_batches`][dfpir.train.sampling.micro_batches])."""
         cfg = self.cfg
         micro = cfg.optim.batch_size // (cfg.optim.accum_steps * self.dist.world)
         return micro_batches(dataset, SampleOrder(dataset, cfg.train.seed), range(self.step, end), micro, cfg.optim.accum_steps,
@@ -279,13 +279,13 @@ class Trainer:
         return self.step > self.validated and (self.step % t.val_every == 0 or self.step == t.steps)
 
     def validate(self, samples) -> dict[str, dict[str, float]]:
-        """The validation table of the weights to ship (see :func:`validate`)."""
+        """The validation table of the weights to ship (see [`validate`][dfpir.train.loop.validate])."""
         return validate(self.eval_joint(), samples, self.device)
 
     # --- checkpoints: our model format plus the training state, in one safetensors file ------------
 
     def save(self, path: Path, with_training_state: bool) -> None:
-        """Our model checkpoint (loadable by :func:`dfpir.load`) plus the classifier and, for
+        """Our model checkpoint (loadable by [`dfpir.load`][dfpir.checkpoint.load]) plus the classifier and, for
         ``last.safetensors``, everything needed to resume exactly."""
         joint = self.eval_joint()
         tensors: dict[str, torch.Tensor] = {}
@@ -309,7 +309,7 @@ class Trainer:
             self.saved_step = self.step
 
     def resume(self, tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
-        """Continue from a ``last.safetensors`` (read by :func:`read_resumable`): weights, optimiser,
+        """Continue from a ``last.safetensors`` (read by [`read_resumable`][dfpir.train.loop.read_resumable]): weights, optimiser,
         schedule, EMA, step, validation record and random state."""
         state = json.loads(meta["training_state"])
         if self.ema is not None:
@@ -388,7 +388,7 @@ def run(cfg: TrainConfig, resume: str | Path | None = None, stop_at: int | None 
     """Train according to ``cfg``; returns the last validation table.
 
     ``resume`` (``"auto"``: ``train.out_dir/last.safetensors``, or a checkpoint) continues the run
-    it holds, which ``cfg`` must describe but for :data:`~dfpir.train.config.SAFE_ON_RESUME`;
+    it holds, which ``cfg`` must describe but for [`SAFE_ON_RESUME`][dfpir.train.config.SAFE_ON_RESUME];
     the changes are recorded in ``metrics.jsonl``. ``stop_at`` saves and stops after that step
     while the schedule still spans ``train.steps`` (for time-sliced jobs). ``overwrite`` deletes
     the run already in ``train.out_dir``, which is refused otherwise.
@@ -450,7 +450,7 @@ def run(cfg: TrainConfig, resume: str | Path | None = None, stop_at: int | None 
 def loop(trainer: Trainer, dataset, val, end: int, writer) -> dict[str, dict[str, float]]:
     """Steps ``trainer.step`` .. ``end - 1``, each followed by the validation and checkpoint due;
     returns the last validation table. Ctrl-C saves ``last.safetensors`` and stops at a step
-    boundary (see :mod:`~dfpir.train.interrupts`)."""
+    boundary (see [`interrupts`][dfpir.train.interrupts])."""
     cfg, main, out = trainer.cfg, trainer.dist.main, trainer.out
     bar = progress(total=cfg.train.steps, desc="train", unit="step", initial=trainer.step, disable=not main)
     boundary = StepBoundary()

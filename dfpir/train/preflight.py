@@ -6,7 +6,7 @@ written. Only headers are read (sizes, not pixels), a small fraction of what dec
 file damaged behind a good header is still found only when sampled (the run then stops and keeps
 its last checkpoint).
 
-:func:`dfpir.data.check` (``python -m dfpir.data check``) reads every pixel instead: the thorough
+[`dfpir.data.check`][dfpir.data.checker.check] (``python -m dfpir.data check``) reads every pixel instead: the thorough
 check to run once on new data.
 """
 

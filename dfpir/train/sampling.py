@@ -2,7 +2,7 @@
 
 A sample is named by its global number: step ``s`` of a run with global batch ``B`` takes samples
 ``s * B`` to ``(s + 1) * B - 1``, split among processes and accumulation micro-batches
-(:func:`batch_indices`); :class:`SampleOrder` maps each number to an (epoch, dataset index). So
+([`batch_indices`][dfpir.train.sampling.batch_indices]); [`SampleOrder`][dfpir.train.sampling.SampleOrder] maps each number to an (epoch, dataset index). So
 the batches are a function of the step alone: a resumed run sees exactly the samples an
 uninterrupted one would, for any number of processes or DataLoader workers.
 """
@@ -54,7 +54,7 @@ class EpochItems(Dataset):
     asks: DataLoader workers hold copies of the dataset that never see the main process's epoch.
 
     In a worker process, a user error (an unreadable image, say) becomes the item
-    ``{WORKER_ERROR: message}``, which :func:`micro_batches` raises again in the training process:
+    ``{WORKER_ERROR: message}``, which [`micro_batches`][dfpir.train.sampling.micro_batches] raises again in the training process:
     torch would re-raise it there with the worker's whole traceback in its message.
     """
 
@@ -97,7 +97,7 @@ def micro_batches(dataset, order: SampleOrder, steps: range, micro: int, accum: 
 
 
 def raise_worker_errors(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The batches, raising a worker's user error (see :class:`EpochItems`) as a one-line ``UserError``."""
+    """The batches, raising a worker's user error (see [`EpochItems`][dfpir.train.sampling.EpochItems]) as a one-line ``UserError``."""
     for batch in batches:
         if WORKER_ERROR in batch:
             raise UserError(batch[WORKER_ERROR])

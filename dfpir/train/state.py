@@ -30,7 +30,7 @@ def flatten_state(prefix: str, state: dict) -> tuple[dict[str, torch.Tensor], di
 
 
 def unflatten_state(prefix: str, tensors: dict[str, torch.Tensor], rest: dict, int_keys: bool = False) -> dict:
-    """Rebuild a nested state dict from :func:`flatten_state`'s tensors and JSON rest."""
+    """Rebuild a nested state dict from [`flatten_state`][dfpir.train.state.flatten_state]'s tensors and JSON rest."""
     out: dict = {}
     for key, value in rest.items():
         k = int(key) if int_keys and key.isdigit() else key
