@@ -50,6 +50,7 @@ class LogLines:
         self.start = self.last = time.monotonic()
         self.start_n = initial
         self.lines, self.printed_n = 0, None
+        self.closed = False
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more units; print a line if ``every`` seconds have passed since the last."""
@@ -78,10 +79,11 @@ class LogLines:
     def close(self) -> None:
         """Print the closing line (once; not when the last line already had the final count, nor
         for short work when ``summary`` is off)."""
-        if self.last is not None:
-            if (self.summary or self.lines) and self.printed_n != self.n:
-                self._line(time.monotonic())
-            self.last = None  # type: ignore[assignment]
+        if self.closed:
+            return
+        self.closed = True
+        if (self.summary or self.lines) and self.printed_n != self.n:
+            self._line(time.monotonic())
 
     def __enter__(self) -> "LogLines":
         return self

@@ -40,7 +40,6 @@ from .reference_registry import (
     OpRow,
     run_reference,
     run_torch,
-    to_numpy,
     to_torch,
     tolerance,
 )

@@ -1,3 +1,8 @@
-"""Placeholder: re-exports while the package is split."""
+"""Benchmarks (``python -m dfpir.bench``): [`suites`][dfpir.bench.suites] times forward passes,
+training steps and execution variants; [`layouts`][dfpir.bench.layouts] holds the original code's
+layout they compare with; [`restore`][dfpir.bench.restore] measures tiled restoration's memory and
+[`reference`][dfpir.bench.reference] the NumPy oracle's operations."""
 
 from .suites import main
+
+__all__ = ["main"]

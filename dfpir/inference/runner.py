@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import fused
 from ..checkpoint import CheckpointError, load, load_classifier
 from ..errors import UserError
 from ..model.prompts import HashingTextEncoder
