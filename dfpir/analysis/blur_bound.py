@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..degradations import context
 from ..degradations.synthetic import blur_kernels, ensemble_wiener, filter2d, wiener_deconvolve
 from ..model.network import DFPIR
 from .interference import clean_crops
@@ -26,7 +27,8 @@ def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, pa
     """How much of the synthetic motion blur linear filters undo, knowing the kernel or not.
 
     ``count`` clean crops are blurred by [`dfpir.degradations.motion_blur`][dfpir.degradations.synthetic.motion_blur]'s kernels (in
-    float64, no noise), then restored two ways:
+    float64, no noise) together with the kernel's reach of surroundings, then restored two ways,
+    and scored on the ``patch`` square in the middle (so no score counts a padded border):
 
     - *non-blind*: Wiener's filter with each crop's true kernel
       ([`wiener_deconvolve`][dfpir.degradations.synthetic.wiener_deconvolve]), at the best of ``WIENER_NSRS`` for each
@@ -38,8 +40,8 @@ def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, pa
       restorer that gains no more than this has learnt a generic sharpening, not to deblur each
       image by its own shake.
 
-    ``models`` (name -> DFPIR) are run on the same blurred crops with the ``blur`` prompt, so that
-    trained restorers can be placed between the two.
+    ``models`` (name -> DFPIR) are run on the same blurred regions with the ``blur`` prompt, so
+    that trained restorers can be placed between the two.
 
     Returns
     -------
@@ -49,10 +51,13 @@ def deblur_bound(images: Sequence[np.ndarray] | None = None, count: int = 64, pa
     """
     from ..metrics import psnr  # scikit-image's metrics take seconds to import: only this bound needs them
 
-    def crop_psnr(restored: torch.Tensor) -> torch.Tensor:  # (count,) PSNR of each crop
-        return torch.tensor([psnr(x, c) for x, c in zip(restored, clean)])
+    m = context("blur")
 
-    clean = clean_crops(images, count, patch, seed).double()
+    def crop_psnr(restored: torch.Tensor) -> torch.Tensor:  # (count,) PSNR of each crop's middle
+        middle = (..., slice(m, m + patch), slice(m, m + patch))
+        return torch.tensor([psnr(x[middle], c[middle]) for x, c in zip(restored, clean)])
+
+    clean = clean_crops(images, count, patch + 2 * m, seed).double()  # (count, 3, P + 2m, P + 2m)
     kernels = blur_kernels(count, torch.Generator().manual_seed(seed)).double()
     blurred = filter2d(clean, kernels).clamp(0, 1)
     best = torch.stack([crop_psnr(wiener_deconvolve(blurred, kernels, nsr)) for nsr in WIENER_NSRS]).amax(dim=0)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import builtin_photos, crop, crop_box, to_tensor
-from ..degradations import synthesizer, synthetic_names
+from ..data import builtin_photos, crop, crop_box, degraded_patch, item_rng, to_tensor
+from ..degradations import synthetic_names
 from ..errors import UserError
 from ..model.network import DFPIR
 
@@ -32,8 +32,10 @@ Batches = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 # --------------------------------------------------------------------------------- data
 
 
-def clean_crops(images: Sequence[np.ndarray] | None = None, count: int = 4, patch: int = 32, seed: int = 0) -> torch.Tensor:
-    """``count`` random ``patch`` x ``patch`` crops of clean images, as a (count, 3, P, P) tensor.
+def crop_boxes(
+    images: Sequence[np.ndarray] | None = None, count: int = 4, patch: int = 32, seed: int = 0
+) -> list[tuple[np.ndarray, int, int]]:
+    """``count`` random ``patch`` x ``patch`` crop positions: ``(image, top, left)`` each.
 
     Parameters
     ----------
@@ -50,11 +52,16 @@ def clean_crops(images: Sequence[np.ndarray] | None = None, count: int = 4, patc
     if not images:
         raise UserError("no clean images to crop")
     rng = np.random.default_rng(seed)
-    crops = []
+    boxes = []
     for i in range(count):
         img = images[(i + int(rng.integers(len(images)))) % len(images)]
-        crops.append(to_tensor(crop(img, *crop_box(*img.shape[:2], patch, rng), patch)))
-    return torch.stack(crops)
+        boxes.append((img, *crop_box(*img.shape[:2], patch, rng)))
+    return boxes
+
+
+def clean_crops(images: Sequence[np.ndarray] | None = None, count: int = 4, patch: int = 32, seed: int = 0) -> torch.Tensor:
+    """The crops of [`crop_boxes`][dfpir.analysis.interference.crop_boxes] (same arguments) as a (count, 3, P, P) tensor."""
+    return torch.stack([to_tensor(crop(img, top, left, patch)) for img, top, left in crop_boxes(images, count, patch, seed)])
 
 
 def task_batches(
@@ -65,6 +72,9 @@ def task_batches(
     seed: int = 0,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """One batch per degradation, all degrading the *same* clean crops.
+
+    Each crop is degraded with its surroundings and then cut
+    ([`dfpir.data.degraded_patch`][dfpir.data.patches.degraded_patch]), as in training.
 
     Parameters
     ----------
@@ -82,13 +92,13 @@ def task_batches(
     dict
         ``{name: (degraded, clean)}``, tensors (batch, 3, patch, patch).
     """
-    clean = clean_crops(images, batch, patch, seed)
+    boxes = crop_boxes(images, batch, patch, seed)
     out = {}
     for i, name in enumerate(degradations):
         if name not in synthetic_names():
             raise UserError(f"no synthetic model for degradation {name!r}; known: {', '.join(synthetic_names())}")
-        g = torch.Generator().manual_seed(seed * 1009 + i + 1)
-        out[name] = (synthesizer(name)(clean, g).float(), clean)
+        pairs = [degraded_patch(img, top, left, patch, name, item_rng(seed, i, j)) for j, (img, top, left) in enumerate(boxes)]
+        out[name] = tuple(torch.stack(t) for t in zip(*pairs))
     return out
 
 

@@ -8,7 +8,7 @@ float32 images in [0, 1]; splits ``"train"`` (random crops and flips, fresh each
   [`DataWarning`][dfpir.data.photos.DataWarning]), listing folders ([`list_images`][dfpir.data.photos.list_images]) and the built-in photos
   ([`BUILTIN_PHOTOS`][dfpir.data.BUILTIN_PHOTOS], [`builtin_photos`][dfpir.data.photos.builtin_photos], the spatial train/val split);
 - [`patches`][dfpir.data.patches]: worker-safe random streams ([`item_rng`][dfpir.data.patches.item_rng],
-  [`torch_generator`][dfpir.data.patches.torch_generator]), crops, the dihedral augmentation, [`to_tensor`][dfpir.data.patches.to_tensor];
+  [`torch_generator`][dfpir.data.patches.torch_generator]), crops, the dihedral augmentation, degrade-then-crop ([`degraded_patch`][dfpir.data.patches.degraded_patch]), [`to_tensor`][dfpir.data.patches.to_tensor];
 - [`datasets`][dfpir.data.datasets]: [`SyntheticDataset`][dfpir.data.datasets.SyntheticDataset], [`PairedDataset`][dfpir.data.datasets.PairedDataset],
   [`MixedDataset`][dfpir.data.datasets.MixedDataset], [`validation_set`][dfpir.data.datasets.validation_set] and [`build_dataset`][dfpir.data.datasets.build_dataset] (a named layout's dataset);
 - [`layouts`][dfpir.data.layouts]: where each data set keeps its files ([`LAYOUTS`][dfpir.data.LAYOUTS]), found by
@@ -33,7 +33,7 @@ from .datasets import (
 )
 from .layouts import LAYOUTS, PAIRED_LAYOUTS, NameRule, PairedLayout, TaskFiles, match_pairs, scan
 from .pairs import make_pairs
-from .patches import crop, crop_box, dihedral, item_rng, to_tensor, torch_generator
+from .patches import apply_degradation, crop, crop_box, degraded_patch, dihedral, item_rng, to_tensor, torch_generator
 from .photos import BUILTIN_PHOTOS, IMAGE_SUFFIXES, VAL_FRACTION, DataWarning, builtin_photos, list_images, read_image
 
 __all__ = [
@@ -44,8 +44,10 @@ __all__ = [
     "builtin_photos",
     "list_images",
     "read_image",
+    "apply_degradation",
     "crop",
     "crop_box",
+    "degraded_patch",
     "dihedral",
     "item_rng",
     "to_tensor",

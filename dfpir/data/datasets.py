@@ -29,11 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..degradations import DEGRADATIONS, get_degradation, noise_names, synthesizer
-from ..degradations.synthetic import gaussian_noise
+from ..degradations import DEGRADATIONS, noise_names
 from ..errors import UserError
 from .layouts import TaskFiles, check_degradations, check_split, scan
-from .patches import crop, crop_box, dihedral, item_rng, to_tensor, torch_generator
+from .patches import apply_degradation, crop, crop_box, degraded_patch, dihedral, item_rng, to_tensor
 from .photos import DataWarning, builtin_photos, read_image
 
 REPEATS_3TASK: dict[str, int] = {"denoise": 1, "derain": 120, "dehaze": 1}
@@ -81,18 +80,6 @@ class _Base(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)}")
         return self.get(index, (index,))
-
-
-def _apply(name: str, clean: np.ndarray, rng: np.random.Generator, original_noise: bool) -> torch.Tensor:
-    """Degrade one (H, W, 3) image with the registry function ``name``; (3, H, W) result."""
-    x = to_tensor(clean)[None]
-    g = torch_generator(rng)
-    sigma = get_degradation(name).sigma
-    if original_noise and sigma is not None:
-        y = gaussian_noise(x, g, sigma=sigma, quantize=True)
-    else:
-        y = synthesizer(name)(x, g)
-    return y[0].float()
 
 
 class SyntheticDataset(_Base):
@@ -168,12 +155,14 @@ class SyntheticDataset(_Base):
         rng = self.rng(key)
         img_idx, deg_idx = self._choose(index, rng)
         name, clean = _load(self.images[img_idx])
-        if self.patch_size is not None:
-            clean = crop(clean, *crop_box(*clean.shape[:2], self.patch_size, rng), self.patch_size)
-        if self.augment:
-            clean = dihedral(clean, int(rng.integers(8)))
         deg = self.degradations[deg_idx]
-        return dict(input=_apply(deg, clean, rng, self.original_noise), target=to_tensor(clean), degradation=deg, label=deg_idx, name=name)
+        if self.augment:  # turn the photo, not the patch: the degradation's direction stays the generator's
+            clean = dihedral(clean, int(rng.integers(8)), copy=False)
+        if self.patch_size is None:
+            x, y = apply_degradation(deg, clean, rng, self.original_noise), to_tensor(clean)
+        else:
+            x, y = degraded_patch(clean, *crop_box(*clean.shape[:2], self.patch_size, rng), self.patch_size, deg, rng, self.original_noise)
+        return dict(input=x, target=y, degradation=deg, label=deg_idx, name=name)
 
 
 def _image_entry(i: int, img: Image) -> tuple[str, np.ndarray | Path]:
@@ -214,8 +203,8 @@ def validation_set(
         for d, deg in enumerate(ds.degradations):
             for k in range(per_image):
                 rng = item_rng(seed, 0x5EED, i, d, k)  # a stream no training item uses
-                patch = crop(clean, *crop_box(*clean.shape[:2], patch_size, rng), patch_size)
-                items.append(dict(input=_apply(deg, patch, rng, False), target=to_tensor(patch), degradation=deg, label=d, name=f"{name}/{deg}/{k}"))
+                x, y = degraded_patch(clean, *crop_box(*clean.shape[:2], patch_size, rng), patch_size, deg, rng)
+                items.append(dict(input=x, target=y, degradation=deg, label=d, name=f"{name}/{deg}/{k}"))
     return items
 
 

@@ -1,14 +1,16 @@
 """Degradations: the registry of degradation types and the synthetic models that make them.
 
 [`registry`][dfpir.degradations.registry] holds one row per type (name, prompt texts, the
-original's id, synthetic generator, noise sigma); [`synthetic`][dfpir.degradations.synthetic]
+original's id, synthetic generator, its extent, noise sigma); [`synthetic`][dfpir.degradations.synthetic]
 holds the generators.
 """
 
 from .registry import (
+    DEFAULT_EXTENT,
     DEGRADATIONS,
     Degradation,
     DegradeFn,
+    context,
     degrade,
     get_degradation,
     noise_names,
@@ -20,9 +22,11 @@ from .synthetic import *  # noqa: F403 - the generators are this package's vocab
 from .synthetic import __all__ as _synthetic_all
 
 __all__ = [
+    "DEFAULT_EXTENT",
     "DEGRADATIONS",
     "Degradation",
     "DegradeFn",
+    "context",
     "degrade",
     "get_degradation",
     "noise_names",

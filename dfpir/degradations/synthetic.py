@@ -51,6 +51,7 @@ __all__ = [
     "ensemble_wiener",
     "gaussian_noise",
     "gaussian_noise_uint8",
+    "rain_kernel_size",
     "line_kernels",
     "rain_streaks",
     "synthetic_depth",
@@ -58,6 +59,7 @@ __all__ = [
     "haze",
     "shake_trajectories",
     "rasterise",
+    "blur_kernel_size",
     "blur_kernels",
     "motion_blur",
     "low_light",
@@ -305,6 +307,11 @@ def gaussian_noise_uint8(image: np.ndarray, sigma: float, rng: np.random.Generat
 # --------------------------------------------------------------------------- rain
 
 
+def rain_kernel_size(length: Range = RAIN_LENGTH) -> int:
+    """Side of the streak kernels of [`rain_streaks`][dfpir.degradations.synthetic.rain_streaks]: the smallest odd size that holds the longest streak."""
+    return 2 * math.ceil(_as_range(length, "length")[1] / 2) + 1
+
+
 def line_kernels(length: torch.Tensor, angle: torch.Tensor, width: torch.Tensor, size: int) -> torch.Tensor:
     """(B, size, size) anti-aliased line kernels, peak 1, one per (length, angle, width).
 
@@ -372,7 +379,7 @@ def rain_streaks(
     u = _rand((b, 1, h, w), generator, clean)
     strength = 0.6 + 0.4 * _rand((b, 1, h, w), generator, clean)
     seeds = (u < dens[:, None, None, None]).to(clean.dtype) * strength  # (B, 1, H, W)
-    size = 2 * math.ceil(_as_range(length, "length")[1] / 2) + 1
+    size = rain_kernel_size(length)
     kernels = line_kernels(lens.float(), angs.float(), wids.float(), size)
     layer = filter2d(seeds, kernels, padding="replicate").clamp(0, 1) * peak[:, None, None, None]
     return 1 - (1 - clean) * (1 - layer)
@@ -522,6 +529,12 @@ def rasterise(trajectories: torch.Tensor, size: int) -> torch.Tensor:
     return kernel / kernel.sum(dim=(1, 2), keepdim=True)
 
 
+def blur_kernel_size(length: Range = BLUR_LENGTH) -> int:
+    """Side of the kernels of [`blur_kernels`][dfpir.degradations.synthetic.blur_kernels]: the smallest odd size that holds the longest
+    trajectory, plus a pixel each side for its anti-aliased ends."""
+    return 2 * math.ceil(_as_range(length, "length")[1] / 2) + 3
+
+
 def blur_kernels(batch: int, generator: torch.Generator, length: Range = BLUR_LENGTH) -> torch.Tensor:
     """(B, K, K) motion-blur kernels from random camera shakes, each summing to 1.
 
@@ -536,7 +549,7 @@ def blur_kernels(batch: int, generator: torch.Generator, length: Range = BLUR_LE
         odd size that holds the longest allowed trajectory.
     """
     lo, hi = _as_range(length, "length")
-    size = 2 * math.ceil(hi / 2) + 3
+    size = blur_kernel_size(length)
     extents = _uniform(generator, batch, (lo, hi), "length", generator.device)
     paths = shake_trajectories(batch, generator) * extents[:, None, None]
     return rasterise(paths, size)
