@@ -5,8 +5,8 @@ Every run of a grid trains with the same budget (steps, batch, patch, schedule: 
 (``[model]``), the seed, ``train.init`` ([`arms`][dfpir.study.arms]), where they write and, for specialists,
 their one degradation. For one seed, the all-in-one arms see the same samples in the same order.
 
-The sizes of ``pilot`` and ``default`` are provisional placeholders: the study's design page
-fixes them (and may change them here) before any of their runs is made.
+``default`` is the grid of the study's pre-registered design (``docs/study.md``); its pilot is
+its first runs (``--arms dfpir,restormer --seeds 0,1``). ``micro`` is the tests'.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..degradations import synthetic_names
 from ..errors import UserError
@@ -61,6 +62,10 @@ class Grid:
         ``train.steps``.
     conflict_batches, conflict_batch, conflict_patch : int
         Each measurement averages over this many batches of this many crops of this size.
+    eval_side : int
+        Held-out photos are first scaled (area averaging) so their shorter side is this long; 0
+        keeps them as they are. A wallpaper's 256-pixel centre is a tenth of its width, often
+        all out-of-focus background; scaled, the crop holds a scene.
     eval_crop : int
         Held-out photos are centre-cropped to this square.
     eval_images : int
@@ -76,6 +81,7 @@ class Grid:
     conflict_batches: int = MIN_CONFLICT_BATCHES
     conflict_batch: int = 4
     conflict_patch: int = 64
+    eval_side: int = 0
     eval_crop: int = 256
     eval_images: int = 0
 
@@ -87,11 +93,18 @@ class Grid:
         """The published network at this grid's scale."""
         return self.base_config().model.config()
 
-    def runs(self) -> list[Run]:
-        """Every run, seed by seed (a study stopped early has whole seeds done)."""
+    def runs(self, arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Run]:
+        """Every run, seed by seed (a study stopped early has whole seeds done); ``arms`` and
+        ``seeds`` select a part of the grid (a pilot), in the grid's order."""
+        for name in arms or ():
+            if name not in self.arms:
+                raise UserError(f"grid {self.name} has no arm {name!r}; its arms: {', '.join(self.arms)}")
+        for seed in seeds or ():
+            if seed not in self.seeds:
+                raise UserError(f"grid {self.name} has no seed {seed}; its seeds: {', '.join(map(str, self.seeds))}")
         out = []
-        for seed in self.seeds:
-            for name in self.arms:
+        for seed in [s for s in self.seeds if seeds is None or s in seeds]:
+            for name in [a for a in self.arms if arms is None or a in arms]:
                 if ARMS[name].specialist:
                     out += [Run(name, seed, (d,)) for d in self.degradations]
                 else:
@@ -161,13 +174,11 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
                  "data.val_crop=16", "data.val_patches_per_image=1", "train.steps=4", "train.val_every=4",
                  "train.ckpt_every=2", "train.log_every=1"),
          measure_at=(2, 4), conflict_batches=2, conflict_batch=2, conflict_patch=16, eval_crop=32),
-    # Provisional (see the module docstring).
-    Grid("pilot", arms=tuple(ARMS), seeds=(0, 1, 2), degradations=tuple(synthetic_names()),
-         budget=(*_COMMON, "model.preset=tiny", "train.steps=2000", "train.val_every=1000", "train.ckpt_every=250"),
-         measure_at=(500, 1000, 2000)),
-    Grid("default", arms=tuple(ARMS), seeds=(0, 1, 2), degradations=tuple(synthetic_names()),
-         budget=(*_COMMON, "model.preset=small", "train.steps=20000", "train.val_every=5000", "train.ckpt_every=500"),
-         measure_at=(2500, 5000, 10000, 20000)),
+    # The study (docs/study.md): five degradations, every arm, three seeds, 800 steps of the tiny
+    # network; about 7 hours on 2 CPU cores, no run over 20 minutes.
+    Grid("default", arms=tuple(ARMS), seeds=(0, 1, 2), degradations=("noise25", "rain", "haze", "blur", "lowlight"),
+         budget=(*_COMMON, "model.preset=tiny", "train.steps=800", "train.val_every=400", "train.ckpt_every=100"),
+         measure_at=(400, 800), conflict_batch=2, eval_side=512),
 ]}
 """The declared grids, by name."""
 

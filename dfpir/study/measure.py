@@ -2,7 +2,8 @@
 
 Held-out set: a folder of clean photos no arm trains on, from another source than the training
 photos (the intended one is the Debian package ``mate-backgrounds``, ``/usr/share/backgrounds/mate/``).
-Each photo is centre-cropped to a fixed square, and degraded by each degradation with a generator
+Each photo is scaled so its shorter side has a fixed length (area averaging: no aliasing, no
+randomness), centre-cropped to a fixed square, and degraded by each degradation with a generator
 seeded by (photo name, degradation), so every run is scored on the very same inputs.
 
 Gradient conflicts: the cosines between the degradations' gradients over the shared backbone
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..analysis.interference import interference_from_gradients, task_batches, task_gradients
 from ..data import list_images, read_image, to_tensor
@@ -53,15 +55,25 @@ class HeldOut:
         return {"images": list(self.names), "crop": int(self.images.shape[-1]), "digest": self.digest}
 
 
-def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+def centre_crop(image: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
     """The centre ``size`` x ``size`` square of (H, W, 3)."""
     h, w = image.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
     return image[top : top + size, left : left + size]
 
 
-def heldout_set(folder: str, crop: int, count: int = 0) -> HeldOut:
-    """The held-out photos of ``folder`` (the first ``count`` in name order; 0: all), centre-cropped.
+def scale_shorter_side(image: torch.Tensor, side: int) -> torch.Tensor:
+    """(3, H, W) scaled by area averaging so that min(H, W) == ``side`` (0 or larger than it: as is)."""
+    h, w = image.shape[-2:]
+    if side <= 0 or min(h, w) <= side:
+        return image
+    size = (side, round(w * side / h)) if h <= w else (round(h * side / w), side)
+    return F.interpolate(image[None], size=size, mode="area")[0]
+
+
+def heldout_set(folder: str, crop: int, count: int = 0, side: int = 0) -> HeldOut:
+    """The held-out photos of ``folder`` (the first ``count`` in name order; 0: all), scaled so
+    their shorter side is ``side`` (0: not scaled), centre-cropped to ``crop``.
 
     Raises
     ------
@@ -75,11 +87,11 @@ def heldout_set(folder: str, crop: int, count: int = 0) -> HeldOut:
     files = files[:count] if count else files
     crops = []
     for f in files:
-        image = read_image(f)
-        if min(image.shape[:2]) < crop:
-            raise UserError(f"{f}: {image.shape[1]}x{image.shape[0]} is smaller than the grid's {crop}x{crop} "
+        image = scale_shorter_side(to_tensor(read_image(f)), side)  # (3, H, W)
+        if min(image.shape[-2:]) < crop:
+            raise UserError(f"{f}: {image.shape[-1]}x{image.shape[-2]} is smaller than the grid's {crop}x{crop} "
                             "held-out crop; remove it from the folder")
-        crops.append(to_tensor(np.ascontiguousarray(centre_crop(image, crop))))
+        crops.append(centre_crop(image.permute(1, 2, 0), crop).permute(2, 0, 1).contiguous())
     return HeldOut(tuple(f.name for f in files), torch.stack(crops))
 
 

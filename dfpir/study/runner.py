@@ -17,7 +17,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import safe_open
@@ -74,11 +74,13 @@ class Progress:
         write_json(self.path, self.values)
 
 
-def run_grid(grid: Grid, heldout: HeldOut, runs_root: Path, results: Path, device: str = "auto", threads: int = 0) -> list[Path]:
-    """Every run of ``grid`` not yet recorded under ``results``; returns the result files, all of them."""
+def run_grid(grid: Grid, heldout: HeldOut, runs_root: Path, results: Path, device: str = "auto", threads: int = 0,
+             arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Path]:
+    """Every run of ``grid`` (or of its ``arms`` and ``seeds`` only) not yet recorded under
+    ``results``; returns the result files, all of them."""
     grid.check()
     files = []
-    for r in grid.runs():
+    for r in grid.runs(arms, seeds):
         cfg = train_config(grid, r, runs_root, device, threads)
         record_of = {"config": recorded_config(cfg, r), "heldout": heldout.record()}
         out = results / f"{r.id}.json"
