@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-nojit bench-reference demo clean docs
+.PHONY: install test test-nojit bench-reference demo clean docs corpus
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ demo: install
 # The documentation site into site/ (strict: any warning, broken link or missing object fails).
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The training corpus (data/corpus) and the held-out photos (data/heldout) from the package
+# registries: Debian packages (apt, as root) and scikit-learn's two sample photos (docs/guide/corpus.md).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+corpus: install
+	$(SUDO) apt-get install -y --no-install-recommends lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 plasma-workspace-wallpapers mate-backgrounds
+	$(BIN)/python -m pip install --quiet scikit-learn
+	$(BIN)/python -m dfpir.data corpus -o data/corpus
+	$(BIN)/python -m dfpir.data heldout -o data/heldout
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,6 +16,8 @@ float32 images in [0, 1]; splits ``"train"`` (random crops and flips, fresh each
 - [`checker`][dfpir.data.checker]: ``python -m dfpir.data check`` ([`check`][dfpir.data.checker.check], [`format_check`][dfpir.data.checker.format_check]);
 - [`bench`][dfpir.data.bench]: ``python -m dfpir.data bench``;
 - [`pairs`][dfpir.data.pairs]: ``python -m dfpir.data degrade``, test pairs from your own photos;
+- [`corpus`][dfpir.data.corpus]: ``python -m dfpir.data corpus`` and ``heldout``, a training corpus from the package
+  registries, dead-leaves images, and the held-out photos;
 - [`cli`][dfpir.data.cli]: the command line, [`main`][dfpir.data.cli.main].
 """
 

@@ -1,10 +1,12 @@
-"""``python -m dfpir.data``: check data folders, benchmark the data pipeline, write test pairs.
+"""``python -m dfpir.data``: check data folders, benchmark the data pipeline, write test pairs, build corpora.
 
 Command line::
 
     python -m dfpir.data check ROOT --layout rain100l --split train
     python -m dfpir.data bench
     python -m dfpir.data degrade CLEAN -o OUT    # test pairs from your own photos (dfpir.data.pairs)
+    python -m dfpir.data corpus -o data/corpus   # training photos from installed packages + dead leaves (dfpir.data.corpus)
+    python -m dfpir.data heldout -o data/heldout # the held-out evaluation photos (mate-backgrounds)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..model.config import PRESETS
 from .bench import bench
 from .checker import check, format_check
+from .corpus import DEFAULT_MAX_SIDE, BuildReport, build_corpus, build_heldout
 from .layouts import LAYOUTS
 from .pairs import make_pairs
 from .photos import list_images
@@ -50,6 +53,16 @@ def _parser() -> CommandParser:
     g.add_argument("--degradations", nargs="+", default=synthetic_names(), help="default: every synthetic degradation (the seven)")
     g.add_argument("--seed", type=int, default=0, help="base seed (each photo and degradation has its own stream)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    k = sub.add_parser("corpus", help="a training corpus: the curated photos of installed Debian and PyPI packages, plus dead-leaves images")
+    k.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (photos/, deadleaves/, manifest.json, LICENSES.md)")
+    k.add_argument("--dead-leaves", type=int, default=40, metavar="N", help="dead-leaves images to generate (default 40; 0: none)")
+    k.add_argument("--dead-leaves-size", type=int, default=512, metavar="PX", help="their side in pixels (default 512, at most --max-side)")
+    k.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX", help="longer side of every image after downscaling (default %(default)s)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the dead-leaves images")
+    k.add_argument("--require-all", action="store_true", help="fail when a curated package is not installed, instead of building without it")
+    h = sub.add_parser("heldout", help="the held-out evaluation photos: mate-backgrounds' nature photos, never trained on")
+    h.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (photos/, manifest.json, LICENSES.md)")
+    h.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX", help="longer side of every image after downscaling (default %(default)s)")
     return parser
 
 
@@ -93,8 +106,49 @@ def _degrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_max_side(value: int) -> None:
+    check_at_least("--max-side", value, 128, "the default training patch")
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    _check_max_side(args.max_side)
+    check_at_least("--dead-leaves", args.dead_leaves, 0)
+    check_at_least("--dead-leaves-size", args.dead_leaves_size, 16)
+    report = build_corpus(args.outdir, dead_leaves=args.dead_leaves, dead_leaves_size=args.dead_leaves_size,
+                          max_side=args.max_side, seed=args.seed, require_all=args.require_all)
+    print(format_report(report))
+    print(f"train on it: python -m dfpir.train data.layout=clean data.root={args.outdir} data.holdout=10")
+    return 0
+
+
+def _heldout(args: argparse.Namespace) -> int:
+    _check_max_side(args.max_side)
+    report = build_heldout(args.outdir, max_side=args.max_side)
+    print(format_report(report))
+    photos = args.outdir / "photos"
+    print(f"evaluate on it: python -m dfpir.data degrade {photos} -o {args.outdir / 'degraded'}, "
+          f"then python -m dfpir.evaluate --input {args.outdir / 'degraded'} --target {photos}")
+    return 0
+
+
+def format_report(report: BuildReport) -> str:
+    """The summary a corpus command prints: images per source, what was rewritten, what is missing."""
+    counts = report.counts()
+    photos = sum(n for source, n in counts.items() if source != "dead leaves")
+    by_source = ", ".join(f"{source} {n}" for source, n in counts.items() if source != "dead leaves")
+    leaves = f", {counts['dead leaves']} dead-leaves images" if "dead leaves" in counts else ""
+    lines = [f"{report.out}: {photos} photos ({by_source or 'none'}){leaves}; "
+             f"{report.written} written, {report.unchanged} unchanged, {report.removed} removed"]
+    lines += [f"skipped {original}: {reason}" for original, reason in report.skipped]
+    for m in report.missing:
+        what = "not installed" if m.whole else f"{len(m.files)} files not found ({', '.join(m.files)}): another version?"
+        lines.append(f"missing {m.package} ({len(m.files)} photos): {what}; install with: {m.install}")
+    return "\n".join(lines)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dfpir.data {check,bench,degrade}``; returns the exit code (1: ``check`` found unusable data)."""
+    """``python -m dfpir.data {check,bench,degrade,corpus,heldout}``; returns the exit code (1: ``check`` found unusable data)."""
     args = _parser().parse_args(argv)
-    return {"check": _check, "bench": _bench, "degrade": _degrade}[args.command](args)
+    commands = {"check": _check, "bench": _bench, "degrade": _degrade, "corpus": _corpus, "heldout": _heldout}
+    return commands[args.command](args)
