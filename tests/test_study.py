@@ -256,3 +256,37 @@ def test_the_conclusion_follows_the_stated_rule():
     table = report.Table.of(fabricated({"dfpir": [1.0, 1.0, 1.0], "restormer": [1.9, 2.0, 2.1]}))
     assert report.verdict(table, "rain") == "not decided: no runs of restormer_wide"
     assert report.gap_section(table)[2] == "| dfpir | +1.00 [+1.00, +1.00] |"
+
+
+def fabricated_two(psnr: dict[str, list[tuple[float, float]]]) -> list[dict]:
+    """3 seeds on rain and haze: specialists at 30 dB on both; each arm's (rain, haze) PSNR per seed."""
+    records = [{"arm": "specialist", "seed": s, "specialist": True, "degradations": [d], "metrics": {d: {"psnr": 30.0, "ssim": 0.9}}}
+               for s in range(3) for d in ("rain", "haze")]
+    for arm, values in psnr.items():
+        records += [{"arm": arm, "seed": s, "degradations": ["rain", "haze"],
+                     "metrics": {"rain": {"psnr": r, "ssim": 0.8}, "haze": {"psnr": h, "ssim": 0.8}}} for s, (r, h) in enumerate(values)]
+    return records
+
+
+def test_the_mean_over_degradations_gets_its_own_verdict():
+    # dfpir is 1 dB better on rain and 0.2 dB worse on haze than both baselines: +0.4 dB on the mean.
+    dfpir = [(29.0, 29.0), (29.1, 28.9), (28.9, 29.1)]
+    base = [(28.0, 29.2), (28.1, 29.1), (27.9, 29.3)]
+    table = report.Table.of(fabricated_two({"dfpir": dfpir, "restormer": base, "restormer_wide": base}))
+    assert report.verdict(table, "rain").startswith("the DGPBs reduce interference")
+    assert report.verdict(table, "haze").startswith("the DGPBs increase interference")
+    assert report.verdict(table, report.MEAN).startswith("the DGPBs reduce interference (gap(restormer) − gap(dfpir) = +0.40")
+
+
+def test_components_are_judged_by_the_paired_mean():
+    dfpir = [(29.0, 29.0), (29.2, 29.0), (29.1, 29.1)]
+    table = report.Table.of(fabricated_two({
+        "dfpir": dfpir,
+        "no_mask": [(r - 0.5, h - 0.3) for r, h in dfpir],          # dfpir better on every seed
+        "no_shuffle": [(r + 0.4, h + 0.2) for r, h in dfpir],       # dfpir worse on every seed
+        "learnable": [(29.5, 28.5), (28.7, 29.5), (29.3, 29.0)],     # mixed
+    }))
+    assert report.component(table, "no_mask").startswith("helps (dfpir − no_mask = +0.40")
+    assert report.component(table, "no_shuffle").startswith("hurts (dfpir − no_shuffle = -0.30")
+    assert report.component(table, "learnable").startswith("no conclusion: the interval includes 0")
+    assert report.component(table, "shared_prompt") == "not decided: no runs of shared_prompt"

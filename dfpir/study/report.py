@@ -171,18 +171,34 @@ def gap_section(t: Table) -> list[str]:
     return markdown(["specialist − arm", *t.degradations], rows)
 
 
+MEAN = "mean"
+"""The pseudo-degradation [`verdict`][dfpir.study.report.verdict] takes for the mean over all degradations."""
+
+COMPONENTS = {"no_shuffle": "the channel shuffle by degradation", "shared_prompt": "an order per degradation (vs one shared)",
+              "no_mask": "the attention mask", "learnable": "the frozen DGM (vs a learnt one)"}
+"""The arms that remove one part of the DGPBs, and the part [`component`][dfpir.study.report.component] judges through them."""
+
+
+def gaps_on(t: Table, arm: str, degradation: str) -> dict[int, float]:
+    """gap(arm, T) per seed; for [`MEAN`][dfpir.study.report.MEAN], the mean over degradations."""
+    gaps = t.gaps(arm)
+    return t.mean_over_tasks(gaps) if degradation == MEAN else gaps[degradation]
+
+
 def verdict(t: Table, degradation: str) -> str:
-    """The conclusion on one degradation, by this rule (stated in the report too):
+    """The conclusion on one degradation (or [`MEAN`][dfpir.study.report.MEAN]), by this rule (stated in the report too):
 
     the DGPBs *reduce* interference on T when (1) there is interference to reduce: the interval
     of ``gap_restormer(T)`` lies above 0, and (2) for each baseline ``b`` of [`BASELINES`][dfpir.study.report.BASELINES],
     the paired interval of ``gap_b(T) - gap_dfpir(T)`` lies above 0. They *increase* it when (2)
     holds with every interval below 0. Otherwise no conclusion, saying which condition failed.
     """
-    missing = [a for a in ("dfpir", *BASELINES) if a not in t.arms] + ([] if degradation in t.specialist else ["specialist"])
+    needs_specialist = degradation != MEAN and degradation not in t.specialist or \
+        degradation == MEAN and any(d not in t.specialist for d in t.degradations)
+    missing = [a for a in ("dfpir", *BASELINES) if a not in t.arms] + (["specialist"] if needs_specialist else [])
     if missing:
         return f"not decided: no runs of {', '.join(missing)}"
-    gaps = {a: t.gaps(a)[degradation] for a in ("dfpir", *BASELINES)}
+    gaps = {a: gaps_on(t, a, degradation) for a in ("dfpir", *BASELINES)}
     diffs = {b: paired(gaps[b], gaps["dfpir"]) for b in BASELINES}
     shown = "; ".join(f"gap({b}) − gap(dfpir) = {fmt_diff(diffs[b])} dB" for b in BASELINES)
     if min(d.n for d in diffs.values()) < 2:
@@ -194,6 +210,23 @@ def verdict(t: Table, degradation: str) -> str:
     if not interval(list(gaps["restormer"].values())).above():
         return f"no conclusion: no interference to reduce, gap(restormer) = {fmt_diff(interval(list(gaps['restormer'].values())))} dB ({shown})"
     return f"the DGPBs reduce interference ({shown})"
+
+
+def component(t: Table, arm: str) -> str:
+    """The conclusion on the part of the DGPBs that ``arm`` removes, from the paired interval of
+    dfpir's mean PSNR over degradations minus ``arm``'s: it helps above 0, hurts below, else no
+    conclusion."""
+    if arm not in t.arms or "dfpir" not in t.arms:
+        return f"not decided: no runs of {'dfpir' if arm in t.arms else arm}"
+    d = paired(t.mean_over_tasks(t.psnr["dfpir"]), t.mean_over_tasks(t.psnr[arm]))
+    shown = f"dfpir − {arm} = {fmt_diff(d)} dB"
+    if d.n < 2:
+        return f"not decided: fewer than 2 paired seeds ({shown})"
+    if d.above():
+        return f"helps ({shown})"
+    if d.below():
+        return f"hurts ({shown})"
+    return f"no conclusion: the interval includes 0 ({shown})"
 
 
 def conflict_section(t: Table) -> list[str]:
@@ -253,7 +286,10 @@ def report_text(records: list[dict[str, Any]]) -> str:
              "and, for both restormer and restormer_wide, the paired interval of gap(baseline, T) − gap(dfpir, T) lies "
              "above 0; they increase it when both paired intervals lie below 0; otherwise there is no conclusion. "
              "(The specialist cancels in gap(b) − gap(dfpir): it is dfpir's PSNR minus b's.)", "",
-             *[f"- {d}: {verdict(t, d)}." for d in t.degradations], "",
+             *[f"- {d}: {verdict(t, d)}." for d in [*t.degradations, MEAN]], "",
+             "The parts of the DGPBs, from the paired interval of dfpir's mean PSNR over degradations minus "
+             "that of the arm without the part: it helps above 0, hurts below 0, otherwise no conclusion.", "",
+             *[f"- {what} (`{arm}`): {component(t, arm)}." for arm, what in COMPONENTS.items()], "",
              "## Gradient conflict on the shared backbone", "",
              "Mean over task pairs of the cosine between degradations' gradients (DGPB weights left out), "
              "averaged over the batches; mean ± interval over seeds.", "", *conflict_section(t), "",
