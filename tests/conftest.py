@@ -38,3 +38,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- tutorials (issue 17): each notebook executed once per session, for its test and for the site ------
+from tests.notebook_runs import NotebookRuns  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def notebook_runs(tmp_path_factory):
+    """The tutorials' executions, shared by ``test_notebooks.py`` (each must run) and the site build in
+    ``test_docs.py`` (each page must show its outputs), so a full run executes every notebook once."""
+    for module in ("jupytext", "nbclient", "mkdocs"):  # the dev extra: docs/hooks.py executes the notebooks
+        pytest.importorskip(module)
+    return NotebookRuns(tmp_path_factory.mktemp("notebooks"))
+# --- end of tutorials block ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import argparse
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import pkgutil
 import re
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.notebook_runs import load_hooks
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -296,33 +299,140 @@ def test_every_public_function_class_and_method_has_a_docstring():
 # --------------------------------------------------------------------------- the build
 
 
-def test_site_builds_strictly_and_offline(tmp_path):
+@dataclass
+class Site:
+    """One strict build of the site, shared by the tests below."""
+
+    folder: Path
+    returncode: int
+    log: str
+    notebooks: dict[str, bytes]  # each tutorial's source as the build read it (the tree may change later)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, notebook_runs) -> Site:
+    """``mkdocs build --strict`` into a temporary folder, the tutorials rendered with their outputs.
+
+    Each notebook's executed copy comes from ``notebook_runs``: the copy of its current text that
+    is already there, else one execution shared with ``test_notebooks.py``. The build itself then
+    executes nothing (``DFPIR_DOCS_EXECUTE=0``): a notebook that failed above is shown without
+    outputs, and the tutorial test below says so, instead of being run a second time.
+    """
     mkdocs = shutil.which("mkdocs", path=str(BIN)) or shutil.which("mkdocs")
     if mkdocs is None:
         pytest.skip("mkdocs is not installed (pip install -e '.[dev]')")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run([mkdocs, "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+    for path in notebook_runs.hooks.notebooks():
+        notebook_runs.refresh(path)
+    sources = {path.name: path.read_bytes() for path in notebook_runs.hooks.notebooks()}
+    folder = tmp_path_factory.mktemp("site") / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", notebook_runs.hooks.EXECUTE_ENV: "0"}
+    result = subprocess.run([mkdocs, "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(folder)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, f"mkdocs build --strict failed:\n{log[-4000:]}"
-    assert "WARNING" not in log, log
+    return Site(folder, result.returncode, result.stdout + result.stderr, sources)
+
+
+def test_site_builds_strictly_and_offline(site):
+    assert site.returncode == 0, f"mkdocs build --strict failed:\n{site.log[-4000:]}"
+    assert "WARNING" not in site.log, site.log
     remote = []
-    for page in (tmp_path / "site").rglob("*.html"):
+    for page in site.folder.rglob("*.html"):
         remote += [f"{page.name}: {m}" for m in re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text(encoding="utf-8"))]
     assert not remote, "the site loads remote resources:\n" + "\n".join(sorted(set(remote))[:20])
     # Sphinx roles (:class:`X`) are not mkdocstrings syntax: they would print literally, not link
-    roles = [f"{page.parent.name}: {m}" for page in (tmp_path / "site" / "api").rglob("*.html")
+    roles = [f"{page.parent.name}: {m}" for page in (site.folder / "api").rglob("*.html")
              for m in re.findall(r":(?:class|func|mod|meth|data|attr|exc|obj):(?:<code>|`)[^<`]*", page.read_text(encoding="utf-8"))]
     assert not roles, f"{len(roles)} raw Sphinx roles on the API pages, e.g.:\n" + "\n".join(roles[:10])
 
 
 def test_a_notebook_converted_to_ipynb_is_not_a_second_tutorial(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
-    hooks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hooks)
+    hooks = load_hooks()
     (tmp_path / "01_intro.py").write_text("# %% [markdown]\n# # Intro\n")
     (tmp_path / "01_intro.ipynb").write_text("{}")  # what notebooks/README.md tells a reader to make
     monkeypatch.setattr(hooks, "NOTEBOOKS", tmp_path)
     assert [p.name for p in hooks.notebooks()] == ["01_intro.py"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/01_channel_shuffling.ipynb"], cwd=ROOT)
     assert ignored.returncode == 0, "an .ipynb made from a notebook would show as untracked"
+
+
+# --------------------------------------------------------------------------- the tutorials
+
+INPUT_PROMPT = re.compile(r'<div class="jp-InputPrompt[^"]*">(.*?)</div>', re.DOTALL)
+OUTPUT = re.compile(r'<div class="[^"]*\bjp-OutputArea-output\b')
+FIGURE = re.compile(r'<img[^>]+src="data:image/png;base64,')
+
+
+def tutorial_folder(site: Site, path: Path) -> Path:
+    """Where the built site keeps a tutorial's page and downloads (a strict build that ends with
+    warnings still writes every page, so these tests judge the tutorials whatever else failed)."""
+    folder = site.folder / "notebooks" / path.stem
+    assert (folder / "index.html").is_file(), f"no page for {path.name}; the build said:\n{site.log[-3000:]}"
+    return folder
+
+
+def test_tutorial_pages_show_their_outputs_and_figures(site, notebook_runs):
+    """Each tutorial page is rendered from an executed notebook: every code cell numbered, outputs, figures."""
+    problems = []
+    for path in notebook_runs.hooks.notebooks():
+        page = (tutorial_folder(site, path) / "index.html").read_text(encoding="utf-8")
+        prompts = [p for p in INPUT_PROMPT.findall(page) if p.strip()]  # code cells' (Markdown cells' are empty)
+        not_run = [p for p in prompts if not re.search(r"\[\d+\]", p)]  # "In [ ]:" instead of "In [3]:"
+        outputs, figures = len(OUTPUT.findall(page)), len(FIGURE.findall(page))
+        if not prompts or not_run or not outputs or not figures:
+            problems.append(f"{path.name}: {len(prompts)} code cells, {len(not_run)} shown unexecuted, "
+                            f"{outputs} outputs, {figures} PNG figures")
+    assert not problems, "tutorial pages without their outputs (did the notebook fail in test_notebooks.py?):\n" + \
+        "\n".join(problems)
+
+
+def test_each_tutorial_page_offers_its_notebook_and_source_for_download(site, notebook_runs):
+    hooks = notebook_runs.hooks
+    for path in hooks.notebooks():
+        folder = tutorial_folder(site, path)
+        page = (folder / "index.html").read_text(encoding="utf-8")
+        assert f'href="{path.stem}.ipynb"' in page and f'href="{path.name}"' in page, f"{path.name}: no download links"
+        assert (folder / path.name).read_bytes() == site.notebooks[path.name]  # the source as in the repository
+        notebook = json.loads((folder / f"{path.stem}.ipynb").read_text(encoding="utf-8"))
+        assert notebook["metadata"]["dfpir"]["source_sha256"] == hooks.source_hash(folder / path.name)  # ran that text
+        assert any(cell.get("outputs") for cell in notebook["cells"]), f"{path.name}: the download has no outputs"
+
+
+def test_an_executed_copy_is_shown_only_for_the_text_it_ran(tmp_path, monkeypatch):
+    """The build executes a notebook that has no copy, reuses the copy while the text is the same,
+    and never shows it once the text changed, even when the copy is the newer file."""
+    hooks = load_hooks()
+    monkeypatch.setattr(hooks, "EXECUTED", tmp_path / "executed")
+    monkeypatch.setattr(hooks, "UNEXECUTED", tmp_path / "unexecuted")
+    monkeypatch.delenv(hooks.EXECUTE_ENV, raising=False)
+    source = tmp_path / "01_intro.py"
+    source.write_text("# %% [markdown]\n# # Intro\n\n# %%\nprint(6 * 7)\n")
+
+    shown, executed = hooks.tutorial_source(source)  # no copy: executed now, at build time
+    assert executed and shown == tmp_path / "executed" / "01_intro.ipynb"
+    assert "".join(json.loads(shown.read_text())["cells"][1]["outputs"][0]["text"]) == "42\n"
+
+    def no_execution(*args, **kwargs):
+        raise AssertionError("executed again although the copy matches the text")
+
+    monkeypatch.setattr(hooks, "execute_notebook", no_execution)
+    assert hooks.tutorial_source(source) == (shown, True)  # same text: the copy is reused
+
+    source.write_text(source.read_text().replace("6 * 7", "6 * 9"))
+    os.utime(shown, (source.stat().st_mtime + 60,) * 2)  # the copy is newer: its time must not matter
+    assert hooks.executed_copy(source) is None
+    monkeypatch.setenv(hooks.EXECUTE_ENV, "0")
+    shown, executed = hooks.tutorial_source(source)  # changed text, no execution allowed: no outputs
+    assert not executed and shown == tmp_path / "unexecuted" / "01_intro.ipynb"
+    cells = json.loads(shown.read_text())["cells"]
+    assert "6 * 9" in "".join(cells[1]["source"]) and cells[1]["outputs"] == []
+
+
+def test_a_notebook_that_fails_fails_the_build(tmp_path, monkeypatch):
+    hooks = load_hooks()
+    monkeypatch.setattr(hooks, "EXECUTED", tmp_path / "executed")
+    monkeypatch.delenv(hooks.EXECUTE_ENV, raising=False)
+    source = tmp_path / "01_broken.py"
+    source.write_text("# %%\nraise ValueError('the tutorial is broken')\n")
+    expected = "notebooks/01_broken.py failed while executing for the site: ValueError: the tutorial is broken$"
+    with pytest.raises(hooks.PluginError, match=expected):
+        hooks.tutorial_source(source)
+    assert not (tmp_path / "executed" / "01_broken.ipynb").exists()  # no copy of a failed run
