@@ -4,7 +4,12 @@ Four jobs, all offline:
 
 1. **Tutorials.** The notebooks live in ``notebooks/`` (jupytext percent ``.py`` files), outside
    ``docs/``. :func:`on_config` appends each one to the "Tutorials" section of the nav and
-   :func:`on_files` adds it to the site as ``notebooks/NAME.py`` before mkdocs-jupyter renders it.
+   :func:`on_files` adds it to the site as ``notebooks/NAME.ipynb``, rendered by mkdocs-jupyter
+   *with its outputs* from the executed copy ``build/notebooks/NAME.ipynb``. The test suite writes
+   that copy when it runs the notebook (``tests/test_notebooks.py``); a build that finds no copy
+   of the source's current text (compared by hash) executes the notebook itself, unless
+   ``DFPIR_DOCS_EXECUTE=0``, which shows the code without outputs. Each page offers the
+   ``.ipynb`` and the ``.py`` for download.
 2. **Real source code.** A line ``<!-- source: reference.layernorm.layer_norm -->`` in a page is
    replaced by that function's (or class's, or method's) current source code, read from the
    repository with :mod:`ast`, docstring left out. A name that does not exist fails the build, so
@@ -20,12 +25,20 @@ Four jobs, all offline:
 from __future__ import annotations
 
 import ast
+import hashlib
 import html
 import io
+import json
 import logging
+import os
 import re
+import tempfile
+import time
 from pathlib import Path
 
+import jupytext
+import nbclient
+import nbformat
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
@@ -37,6 +50,12 @@ GALLERY = "assets/gallery.png"
 
 
 # --------------------------------------------------------------------------- tutorials
+
+EXECUTED = ROOT / "build" / "notebooks"  # executed copies (git-ignored), written by the tests and the build
+UNEXECUTED = ROOT / "build" / "unexecuted" / "notebooks"  # converted without running, for DFPIR_DOCS_EXECUTE=0
+EXECUTE_ENV = "DFPIR_DOCS_EXECUTE"  # "0": render a notebook that has no executed copy without running it
+CELL_TIMEOUT_S = 240
+_tutorials: dict[str, bool] = {}  # page src_uri -> shown with its outputs (filled by on_files)
 
 
 def notebooks() -> list[Path]:
@@ -60,12 +79,92 @@ def notebook_title(path: Path) -> str:
     return re.sub(r"^\d+[_-]", "", path.stem).replace("_", " ").capitalize()
 
 
+def source_hash(path: Path) -> str:
+    """SHA-256 of a notebook source's bytes: the key that ties an executed copy to its text."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def executed_copy(path: Path) -> Path | None:
+    """``build/notebooks/NAME.ipynb`` if it was executed from ``path``'s *current* text, else None.
+
+    The copy records the hash of the source it ran (``metadata.dfpir.source_sha256``): a copy of
+    an older text is never shown for a changed source, however recent its file time.
+    """
+    copy = EXECUTED / f"{path.stem}.ipynb"
+    try:
+        recorded = json.loads(copy.read_text(encoding="utf-8"))["metadata"]["dfpir"]["source_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # missing, half-written or not ours
+        return None
+    return copy if recorded == source_hash(path) else None
+
+
+def execute_notebook(path: Path, workdir: Path, timeout: int = CELL_TIMEOUT_S) -> float:
+    """Execute the jupytext source ``path`` in ``workdir`` and keep the result as its executed copy.
+
+    Each cell may run ``timeout`` seconds. The copy (``build/notebooks/NAME.ipynb``, outputs and
+    figures included, the source's hash in its metadata) is written only when every cell
+    succeeded; a failing cell raises nbclient's error and leaves any previous copy alone.
+    Returns the wall time in seconds.
+    """
+    data = path.read_bytes()  # hash exactly the text that runs, even if the file changes meanwhile
+    nb = jupytext.reads(data.decode("utf-8"), fmt="py:percent")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(workdir)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    nb.metadata["dfpir"] = {"source": f"notebooks/{path.name}", "source_sha256": hashlib.sha256(data).hexdigest(),
+                            "seconds": round(seconds, 1)}
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    partial = EXECUTED / f".{path.stem}.ipynb.partial"  # a crash mid-write leaves no copy that parses as ours
+    nbformat.write(nb, str(partial))
+    os.replace(partial, EXECUTED / f"{path.stem}.ipynb")
+    return seconds
+
+
+def _execute_for_site(path: Path) -> Path:
+    """Execute ``path`` during the build; a failing notebook fails the build."""
+    log.info("notebooks/%s has no executed copy for its current text: executing it for the site "
+             "(%s=0 skips this and shows the code without outputs)", path.name, EXECUTE_ENV)
+    with tempfile.TemporaryDirectory() as workdir:  # like the tests: no cell may rely on the checkout
+        try:
+            seconds = execute_notebook(path, Path(workdir))
+        except Exception as exc:  # nbclient raises several kinds; each means the tutorial is broken
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the kernel colours its traceback
+            last = (text.splitlines() or [type(exc).__name__])[-1]  # nbclient's message ends "Error: message"
+            raise PluginError(f"notebooks/{path.name} failed while executing for the site: {last}") from exc
+    copy = EXECUTED / f"{path.stem}.ipynb"
+    log.info("notebooks/%s executed in %.0f s; kept as %s", path.name, seconds, os.path.relpath(copy, ROOT))
+    return copy
+
+
+def tutorial_source(path: Path) -> tuple[Path, bool]:
+    """The file a tutorial page is rendered from, and whether it carries the outputs.
+
+    The executed copy when one matches the source's text; else the notebook is executed now,
+    unless ``DFPIR_DOCS_EXECUTE=0``, in which case the page shows the source converted to a
+    notebook without outputs (``build/unexecuted/notebooks/NAME.ipynb``).
+    """
+    copy = executed_copy(path)
+    if copy is None and os.environ.get(EXECUTE_ENV, "1") != "0":
+        copy = _execute_for_site(path)
+    if copy is not None:
+        return copy, True
+    log.info("notebooks/%s is shown without outputs (%s=0 and no executed copy for its current text)",
+             path.name, EXECUTE_ENV)
+    plain = UNEXECUTED / f"{path.stem}.ipynb"
+    plain.parent.mkdir(parents=True, exist_ok=True)
+    jupytext.write(jupytext.read(path), str(plain), fmt="ipynb")
+    return plain, False
+
+
 def on_config(config):
     """Append every notebook to the nav's "Tutorials" section."""
     for entry in config["nav"]:
         if isinstance(entry, dict) and "Tutorials" in entry:
             section = entry["Tutorials"]
-            section += [{notebook_title(p): f"notebooks/{p.name}"} for p in notebooks()]
+            section += [{notebook_title(p): f"notebooks/{p.stem}.ipynb"} for p in notebooks()]
             break
     else:
         raise PluginError("mkdocs.yml: the nav has no 'Tutorials' section for the notebooks")
@@ -74,15 +173,49 @@ def on_config(config):
 
 @event_priority(100)  # before mkdocs-jupyter (priority 0) wraps the notebook files
 def on_files(files, config):
-    """Add ``notebooks/*`` to the site, and a placeholder gallery while it is missing."""
+    """Add each tutorial page and its two downloads, and a placeholder gallery while it is missing.
+
+    ``notebooks/NAME.ipynb`` is the page, rendered by mkdocs-jupyter from the file
+    :func:`tutorial_source` picks; ``notebooks/NAME/NAME.ipynb`` (that same file) and
+    ``notebooks/NAME/NAME.py`` are the downloads beside the page. The downloads are served from
+    memory so that mkdocs-jupyter, which matches files by their path on disk, leaves them alone.
+    """
+    _tutorials.clear()
     for path in notebooks():
-        # a real File rooted at the repository (mkdocs-jupyter cannot wrap File.generated ones)
-        files.append(File(f"notebooks/{path.name}", src_dir=str(ROOT), dest_dir=config["site_dir"],
+        source, executed = tutorial_source(path)
+        page = f"notebooks/{path.stem}.ipynb"
+        _tutorials[page] = executed
+        # a real File, src_dir/notebooks/NAME.ipynb (both folders of copies end in notebooks/):
+        # mkdocs-jupyter's wrapper cannot read a File.generated one (it looks under src_dir)
+        files.append(File(page, src_dir=str(source.parent.parent), dest_dir=config["site_dir"],
                           use_directory_urls=config["use_directory_urls"]))
+        files.append(File.generated(config, f"notebooks/{path.stem}/{path.stem}.ipynb", content=source.read_bytes()))
+        files.append(File.generated(config, f"notebooks/{path.stem}/{path.name}", content=path.read_bytes()))
     if files.get_file_from_path(GALLERY) is None:
         log.info("%s is missing (run `python -m dfpir.demo` and copy its gallery.png): serving a placeholder", GALLERY)
         files.append(File.generated(config, GALLERY, content=_placeholder_png()))
     return files
+
+
+def _downloads(page, files) -> str:
+    """The download line put under a tutorial's title."""
+    stem = Path(page.file.src_uri).stem
+    link = {ext: files.get_file_from_path(f"notebooks/{stem}/{stem}{ext}").url_relative_to(page.file)
+            for ext in (".ipynb", ".py")}
+    if _tutorials[page.file.src_uri]:
+        notebook = "the notebook with the outputs shown on this page"
+    else:
+        notebook = "the notebook, not yet executed: this build shows no outputs"
+    return (f'<p class="dfpir-downloads">Download: <a href="{link[".ipynb"]}" download>{stem}.ipynb</a> '
+            f'({notebook}) · <a href="{link[".py"]}" download>{stem}.py</a> (its jupytext source, as kept '
+            f'in the repository)</p>')
+
+
+def _with_downloads(html_text: str, page, files) -> str:
+    """Put the download line after the tutorial's first heading (or first, without one)."""
+    end = html_text.find("</h1>")
+    cut = end + len("</h1>") if end >= 0 else 0
+    return html_text[:cut] + _downloads(page, files) + html_text[cut:]
 
 
 def _placeholder_png() -> bytes:
@@ -175,6 +308,8 @@ API_ORDER = {
     "dfpir.analysis": ["interference", "ablations", "orders", "plots", "blur_bound", "cli"],
     "dfpir.bench": ["suites", "layouts", "restore", "reference"],
     "dfpir.study": ["arms", "grid", "runner", "measure", "stats", "report", "cli"],
+    "dfpir.app": ["restoration", "ui", "cli"],
+    "dfpir.clip": ["tokenizer", "text_encoder", "weights", "prompts", "cli"],
     "reference": ["network", "dgpb", "perturbation", "masked_attention", "attention", "feedforward", "layernorm",
                   "transformer", "conv", "pixel_shuffle", "activations", "margins"],
 }
@@ -217,7 +352,10 @@ def _mathml(match: re.Match) -> str:
 
 
 def on_page_content(html_text, page, config, files):
-    """Turn arithmatex's LaTeX into MathML (when ``latex2mathml`` is installed)."""
+    """Turn arithmatex's LaTeX into MathML (when ``latex2mathml`` is installed); give each
+    tutorial its download line."""
+    if page.file.src_uri in _tutorials:
+        html_text = _with_downloads(html_text, page, files)
     try:
         import latex2mathml  # noqa: F401
     except ImportError:

@@ -15,7 +15,7 @@ import torch
 import dfpir
 from dfpir.errors import UserError
 from dfpir import convert
-from dfpir.model.prompts import ClipTextEncoder, HashingTextEncoder, PromptBank
+from dfpir.model.prompts import HashingTextEncoder, PromptBank
 
 from .helpers import FIXTURE, load_fixture, to_official_names
 
@@ -215,11 +215,6 @@ def test_default_embeddings_are_deterministic_and_similar_texts_are_close():
 
     assert cos(a["noise15"], a["noise25"]) > 0.7 > cos(a["noise15"], a["haze"])
     assert HashingTextEncoder(512)("Rain") .shape == (512,)
-
-
-def test_clip_encoder_without_clip_fails_clearly(tmp_path):
-    with pytest.raises(UserError, match="CLIP"):
-        ClipTextEncoder(tmp_path / "ViT-B-32.pt")
 
 
 def test_registry_is_extensible():

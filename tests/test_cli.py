@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-COMMANDS = ["analysis", "bench", "convert", "data", "demo", "evaluate", "export", "restore", "study", "summary", "train"]
+COMMANDS = ["analysis", "app", "bench", "clip", "convert", "data", "demo", "evaluate", "export", "restore", "study", "summary", "train"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -132,7 +132,7 @@ def test_imports_are_read_inside_functions_and_resolved_relative_to_the_module(t
 LAYERS = [
     ("base", ("dfpir.degradations", "dfpir.errors", "dfpir.files", "dfpir.progress")),
     ("model", ("dfpir.model",)),
-    ("model I/O", ("dfpir.checkpoint", "dfpir.official")),
+    ("model I/O", ("dfpir.checkpoint", "dfpir.official", "dfpir.clip")),
     ("inference", ("dfpir.inference", "dfpir.images", "dfpir.metrics")),
 ]
 
@@ -141,7 +141,7 @@ def layer_of(module: str) -> int:
     for rank, (_, prefixes) in enumerate(LAYERS):
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return rank
-    return len(LAYERS)  # the tools: data, train, analysis, bench, the commands, the public API
+    return len(LAYERS)  # the tools: data, train, analysis, bench, study, app, the commands, the public API
 
 
 def test_no_module_imports_from_a_layer_above_its_own():

@@ -3,8 +3,9 @@
 The original encodes each degradation's text prompt with the frozen OpenAI CLIP ViT-B/32 text
 encoder (512-d). CLIP is not required here: the default bank embeds the same texts with
 [`HashingTextEncoder`][dfpir.model.prompts.HashingTextEncoder], a deterministic local bag-of-words encoder, so similar prompts
-("... deviation of 15" / "... of 25") get similar embeddings. Users with CLIP compute the
-embeddings elsewhere and load them with [`PromptBank.from_file`][dfpir.model.prompts.PromptBank.from_file].
+("... deviation of 15" / "... of 25") get similar embeddings. The CLIP embeddings of the original
+prompts come from [`dfpir.clip`][dfpir.clip] (``python -m dfpir.clip prompts``, the ``clip`` extra) and load
+with [`PromptBank.from_file`][dfpir.model.prompts.PromptBank.from_file].
 """
 
 from __future__ import annotations
@@ -51,33 +52,6 @@ class HashingTextEncoder:
         if not words:
             raise UserError("cannot embed an empty prompt text")
         return (sum(self.word_vector(w) for w in words) / np.sqrt(len(words))).astype(np.float32)
-
-
-class ClipTextEncoder:
-    """OpenAI CLIP ViT-B/32 text features (as the original), from *local* weights only.
-
-    Needs the ``clip`` package and a local checkpoint file; nothing is downloaded. Raises
-    ``RuntimeError`` with what is missing otherwise.
-    """
-
-    def __init__(self, weights: str | Path, device: str = "cpu") -> None:
-        try:
-            import clip  # type: ignore[import-not-found]
-        except ImportError:
-            raise UserError(
-                "the CLIP text encoder needs the 'clip' package (pip install openai-clip) and local "
-                "ViT-B/32 weights; or compute embeddings elsewhere and pass them with --prompts FILE"
-            ) from None
-        if not Path(weights).is_file():
-            raise UserError(f"CLIP weights not found at {weights}; nothing is downloaded, pass a local file")
-        self._clip = clip
-        self.model, _ = clip.load(str(weights), device=device)
-        self.device = device
-
-    def __call__(self, text: str) -> np.ndarray:
-        with torch.no_grad():
-            tokens = self._clip.tokenize([text]).to(self.device)
-            return self.model.encode_text(tokens).float()[0].cpu().numpy()
 
 
 def embedding_problems(arrays: Mapping[str, np.ndarray], dim: int | None = None) -> list[str]:
