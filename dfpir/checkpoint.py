@@ -2,13 +2,16 @@
 
 Layout: tensors ``model.<name>`` (the state dict) and ``prompt.<degradation>`` (the bank), and
 string metadata ``format=dfpir``, ``format_version``, ``config`` (JSON), ``prompt_texts`` (JSON)
-and ``prompt_order`` (JSON: the bank's order). No pickle anywhere, so loading a checkpoint can
+and ``prompt_order`` (JSON: the bank's order). ``dfpir.train`` adds its degradation classifier:
+tensors ``classifier.<name>``, metadata ``classifier_classes`` (JSON) and ``classifier_temperature``
+(its calibration; see [`load_classifier`][dfpir.checkpoint.load_classifier]). No pickle anywhere, so loading a checkpoint can
 never run code. Saving is deterministic: the same model gives the same bytes in any process.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -144,7 +147,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DFPIR:
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
-    """The degradation classifier stored beside the model by ``dfpir.train``, or ``None``."""
+    """The degradation classifier stored beside the model by ``dfpir.train``, or ``None``.
+
+    Its classes are the metadata ``classifier_classes`` (JSON), its temperature
+    ``classifier_temperature`` (a number; 1 in checkpoints written before calibration).
+    """
     tensors, metadata = read(path)
     if "classifier_classes" not in metadata:
         return None
@@ -154,10 +161,22 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: the classifier's classes are not valid JSON") from None
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise CheckpointError(f"{path}: the classifier's classes must be a list of degradation names")
-    clf = DegradationClassifier(classes)
+    clf = DegradationClassifier(classes, temperature=classifier_temperature(path, metadata))
     state = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
     try:
         clf.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: the stored classifier does not fit its classes: {state_dict_problem(exc)}") from None
     return clf.to(device).eval()
+
+
+def classifier_temperature(path: str | Path, metadata: Mapping[str, str]) -> float:
+    """The calibration temperature in ``metadata`` (1 when absent: checkpoints older than it)."""
+    text = metadata.get("classifier_temperature", "1")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise CheckpointError(f"{path}: the classifier's temperature must be a positive number, got {text!r}")
+    return value

@@ -125,7 +125,7 @@ def _degrade_restore_measure(restorer: Restorer, names: list[str], images: list[
             if restorer.classifier is not None:
                 guess, _ = restorer.classify(degraded)
                 stats["classified"].append(guess == name)
-                auto = restored if guess == name else restorer.restore(degraded, restorer.prompt(guess))[0]
+                auto = restored if guess == name else restorer.restore(degraded, restorer.prompt("auto", degraded))[0]  # "clean" too
                 stats["auto_psnr"].append(psnr(auto, clean))
             stats["input_psnr"].append(psnr(degraded, clean))
             stats["psnr"].append(psnr(restored, clean))

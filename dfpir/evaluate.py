@@ -34,9 +34,15 @@ followed by the list of skipped files, and the exit code is 1 (2 for a usage err
 
 Rows: ``input`` (the degraded input itself), ``DFPIR (oracle)`` (true degradation prompt, as the
 paper reports DFPIR), ``DFPIR (blind)`` (``--prompt blind|both``: the classifier stored in the
-weights picks the prompt; its accuracy is printed), and with ``--baseline`` a classical method
-for context where one exists (noise only: BM3D when the ``bm3d`` package is installed, otherwise
-scikit-image non-local means, both given the true sigma).
+weights picks the prompt, as ``restore --degradation auto`` does; its accuracy is printed, and
+under the table its confusion matrix, accuracy and expected calibration error), and with
+``--baseline`` a classical method for context where one exists (noise only: BM3D when the
+``bm3d`` package is installed, otherwise scikit-image non-local means, both given the true sigma).
+
+An input sub-folder named ``clean`` (``python -m dfpir.data degrade --with-clean``) holds undegraded
+copies of the targets: its true class is ``clean``, its oracle output is the input itself, and
+it is left out of the average column (its input scores an infinite PSNR), but not out of the
+confusion matrix.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ from .errors import CommandParser, UserError, cli_main
 from .files import atomic_write, check_output_folder
 from .images import read_image
 from .metrics import SSIM_WINDOW, centre_crop_multiple, psnr, ssim
-from .inference.runner import PRECISIONS, Restorer, budget_bytes
+from .inference.runner import MIN_CONFIDENCE, PRECISIONS, Prompt, Restorer, budget_bytes
+from .model.classifier import CLEAN, expected_calibration_error
 from .progress import TileProgress, progress
 
 COLUMNS = {  # benchmark -> (column label, task folder, degradation), in the paper's order
@@ -101,11 +108,25 @@ class Column:
 
 
 @dataclass
+class Guess:
+    """One blind prompt: the true degradation (``None`` when unknown), the classifier's choice and confidence."""
+
+    true: str | None
+    chosen: str
+    confidence: float
+    low: bool
+
+
+@dataclass
 class Results:
-    """Per row and column, the per-image PSNR and SSIM; plus blind-prompt hits per column."""
+    """Per row and column, the per-image PSNR and SSIM; plus blind-prompt hits per column and every guess."""
 
     scores: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     blind_hits: dict[str, list[bool]] = field(default_factory=dict)
+    guesses: list[Guess] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # the classifier's, for the confusion matrix
+    min_confidence: float = MIN_CONFIDENCE
+    clean_columns: set[str] = field(default_factory=set)  # left out of the average: nothing to restore
     tiled: int = 0  # restorations done by tiles (they differ from whole-image ones, see dfpir.inference.tiling)
     skipped: list[tuple[str, Skipped]] = field(default_factory=list)  # (column, file and reason)
 
@@ -275,6 +296,8 @@ def score(output: np.ndarray, target: np.ndarray) -> tuple[float, float]:
 
 def classical_baseline(sample: Sample) -> tuple[str, np.ndarray] | None:
     """A classical restoration for context (noise only), or ``None`` where we have none."""
+    if sample.degradation == CLEAN:
+        return None
     sigma = get_degradation(sample.degradation).sigma
     if sigma is None:
         return None
@@ -308,7 +331,9 @@ def evaluate_sample(restorer: Restorer, label: str, sample: Sample, prompts: lis
     results.add(INPUT, label, score(sample.input, sample.target))
     for kind in prompts:
         spec = sample.degradation if kind == "oracle" else "auto"
-        prompt = restorer.prompt(spec, sample.input)
+        prompt = Prompt(None, CLEAN) if spec == CLEAN else restorer.prompt(spec, sample.input)  # the oracle of clean: as it is
+        if kind == "blind":
+            results.guesses.append(Guess(sample.degradation, prompt.label, prompt.confidence, prompt.low_confidence))
         if kind == "blind" and sample.degradation is not None:
             results.blind_hits.setdefault(label, []).append(prompt.label == sample.degradation)
         with TileProgress(f"{label} {sample.name}") as tiles:
@@ -323,12 +348,14 @@ def evaluate_sample(restorer: Restorer, label: str, sample: Sample, prompts: lis
 
 
 def table_rows(results: Results, labels: list[str]) -> list[tuple[str, list[tuple[float, float, int] | None], tuple[float, float] | None]]:
-    """(row, per-column means, average) for every row; no average for a row missing a column."""
+    """(row, per-column means, average) for every row; no average for a row missing a column.
+    The average leaves out the clean column (an image with nothing to restore)."""
     rows = []
     for row in results.scores:
         cells = [results.mean(row, c) for c in labels]
-        have = [c for c in cells if c is not None]
-        full = have and len(have) == len(cells)
+        averaged = [c for c, lab in zip(cells, labels) if lab not in results.clean_columns]
+        have = [c for c in averaged if c is not None]
+        full = have and len(have) == len(averaged)
         avg = (float(np.mean([c[0] for c in have])), float(np.mean([c[1] for c in have]))) if full else None
         rows.append((row, cells, avg))
     return rows
@@ -368,6 +395,8 @@ def format_table(results: Results, labels: list[str], fmt: str, header: dict[str
         data = {"settings": header, "columns": labels, "blind_accuracy": _accuracy(results), "notes": _infinite_note(results), "skipped": skipped, "rows": {
             row: {**{lab: None if c is None else {"psnr": _number(c[0]), "ssim": _number(c[1]), "images": c[2]} for lab, c in zip(labels, cells)},
                   "average": None if avg is None else {"psnr": _number(avg[0]), "ssim": _number(avg[1])}} for row, cells, avg in rows}}
+        if results.guesses:
+            data["blind"] = blind_record(results)
         return json.dumps(data, indent=2, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
@@ -388,10 +417,80 @@ def format_table(results: Results, labels: list[str], fmt: str, header: dict[str
         lines = ["| " + " | ".join(r) + " |" for r in grid]
         lines.insert(1, "|" + "---|" * len(grid[0]))
         tail = ["", skipped[0], "", *(f"- {line.strip()}" for line in skipped[1:])] if skipped else []
-        return "\n".join([*(f"- {n}" for n in notes), "", *lines, *tail])
+        blind = blind_lines(results, "markdown")
+        return "\n".join([*(f"- {n}" for n in notes), "", *lines, *(["", *blind] if blind else []), *tail])
     widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in grid]
-    return "\n".join([*notes, "PSNR (dB) / SSIM, RGB", *lines, *skipped])
+    return "\n".join([*notes, "PSNR (dB) / SSIM, RGB", *lines, *blind_lines(results, "text"), *skipped])
+
+
+# --------------------------------------------------------------------------- the blind prompt's choices
+
+
+@dataclass
+class Confusion:
+    """The blind prompt's choices against the true classes (rows), with their accuracy and calibration."""
+
+    true: list[str]
+    chosen: list[str]
+    counts: np.ndarray  # (true, chosen) image counts
+    accuracy: float
+    ece: float  # expected calibration error, 10 bins
+
+    @property
+    def images(self) -> int:
+        """How many guesses the matrix counts."""
+        return int(self.counts.sum())
+
+
+def confusion(results: Results) -> Confusion | None:
+    """The confusion matrix of the guesses whose true class is known (``None`` when none is).
+
+    Rows are the true classes in the order the columns came, columns the classifier's classes
+    (and any other choice, which a classifier never makes).
+    """
+    known = [g for g in results.guesses if g.true is not None]
+    if not known:
+        return None
+    true = list(dict.fromkeys(g.true for g in known))
+    chosen = [*results.classes, *(c for c in dict.fromkeys(g.chosen for g in known) if c not in results.classes)]
+    counts = np.zeros((len(true), len(chosen)), dtype=np.int64)
+    for g in known:
+        counts[true.index(g.true), chosen.index(g.chosen)] += 1
+    hits = [g.chosen == g.true for g in known]
+    return Confusion(true, chosen, counts, float(np.mean(hits)), expected_calibration_error([g.confidence for g in known], hits))
+
+
+def blind_lines(results: Results, fmt: str) -> list[str]:
+    """The confusion matrix (``text`` or ``markdown``), its accuracy and ECE, and the count of guesses
+    of low confidence; empty without blind guesses."""
+    if not results.guesses:
+        return []
+    lines = []
+    c = confusion(results)
+    if c is not None:
+        grid = [["true \\ chosen", *c.chosen], *([t, *map(str, row)] for t, row in zip(c.true, c.counts.tolist()))]
+        lines.append("blind prompt: confusion matrix (rows: true class, columns: the classifier's choice)")
+        if fmt == "markdown":
+            lines += ["", "| " + " | ".join(grid[0]) + " |", "|---|" + "---:|" * len(c.chosen), *("| " + " | ".join(r) + " |" for r in grid[1:]), ""]
+        else:
+            widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
+            lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in grid]
+        lines.append(f"blind prompt over {c.images} images: accuracy {c.accuracy:.1%}, expected calibration error {c.ece:.3f} (10 bins)")
+    low = sum(g.low for g in results.guesses)
+    lines.append(f"blind guesses below confidence {results.min_confidence:.2f}: {low} of {len(results.guesses)}")
+    return lines
+
+
+def blind_record(results: Results) -> dict:
+    """The blind prompt's confusion matrix, accuracy, ECE and low-confidence count, for JSON."""
+    c = confusion(results)
+    record: dict = {"min_confidence": results.min_confidence, "low_confidence": sum(g.low for g in results.guesses),
+                    "guesses": len(results.guesses)}
+    if c is not None:
+        record.update(classes=c.chosen, accuracy=c.accuracy, ece=c.ece, images=c.images,
+                      confusion={t: dict(zip(c.chosen, row)) for t, row in zip(c.true, c.counts.tolist())})
+    return record
 
 
 def _accuracy(results: Results) -> dict[str, float]:
@@ -413,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["full", "official"], default="full")
     p.add_argument("--prompt", choices=["oracle", "blind", "both"], default="oracle", help="true prompts, the classifier's, or both")
     p.add_argument("--baseline", action="store_true", help="add a classical baseline row (noise: BM3D or non-local means)")
+    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
+                   help=f"blind: count the guesses below this confidence (default {MIN_CONFIDENCE})")
     p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped demo weights)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
@@ -464,9 +565,9 @@ def columns_from_args(args: argparse.Namespace) -> list[Column]:
 
 
 def degradation_folders(folder: Path) -> list[Path]:
-    """The sub-folders of ``folder`` named after a registered degradation, in the registry's order."""
-
-    return [folder / name for name in DEGRADATIONS if (folder / name).is_dir()]
+    """The sub-folders of ``folder`` named after a registered degradation, in the registry's order,
+    then ``clean`` (undegraded copies, from ``python -m dfpir.data degrade --with-clean``)."""
+    return [folder / name for name in [*DEGRADATIONS, CLEAN] if (folder / name).is_dir()]
 
 
 def prompt_kinds(args: argparse.Namespace, restorer: Restorer) -> list[str]:
@@ -479,7 +580,7 @@ def prompt_kinds(args: argparse.Namespace, restorer: Restorer) -> list[str]:
                         "use --prompt oracle (each folder's own degradation)")
     if "blind" in kinds:
         restorer.check_spec("auto")
-    if "oracle" in kinds and args.degradation:
+    if "oracle" in kinds and args.degradation and args.degradation != CLEAN:
         restorer.check_spec(args.degradation)
     return kinds
 
@@ -492,14 +593,16 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--limit must be >= 1")
     if args.output:
         check_output_file(args.output)
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb))
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence)
     kinds = prompt_kinds(args, restorer)
     columns = columns_from_args(args)
     if "oracle" in kinds:
         for column in columns:
-            if column.degradation:
+            if column.degradation and column.degradation != CLEAN:
                 restorer.check_spec(column.degradation)  # a sub-folder's name must be a prompt of the weights
-    results = Results()
+    results = Results(min_confidence=args.min_confidence,
+                      classes=list(restorer.classifier.classes) if "blind" in kinds else [],
+                      clean_columns={c.label for c in columns if c.degradation == CLEAN})
     for column in columns:
         evaluate_column(restorer, column, kinds, args.baseline, results)
     header = {"weights": str(restorer.weights), "protocol": args.protocol}
@@ -508,8 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     header["tiled restorations"] = f"{results.tiled} (0 means every image was restored whole)"
     text = format_table(results, [c.label for c in columns], args.format, header)
     print(text)
-    if args.format == "csv" and results.skipped:
-        print("\n".join(skipped_lines(results)), file=sys.stderr)
+    if args.format == "csv" and (results.skipped or results.guesses):  # CSV has no place for them
+        print("\n".join([*blind_lines(results, "text"), *skipped_lines(results)]), file=sys.stderr)
     if args.output:
         write_output(args.output, text)
     return SKIPPED_EXIT if results.skipped else 0

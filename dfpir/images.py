@@ -10,7 +10,8 @@ the output format and its writer can hold them: JPEG, PNG (8 and 16 bits) and We
 gets the profile and EXIF's text tags (make, model, date, description, software, artist,
 copyright: tifffile writes no EXIF sub-directory); BMP gets neither. A profile whose colour space
 does not match the written channels (a grey profile on an RGB WebP) is left out rather than
-mislabel the colours.
+mislabel the colours. [`write_image`][dfpir.images.write_image] can also add text chunks to a PNG
+(``tEXt``: how ``auto`` chose the prompt); the other formats get none.
 
 Pillow's decompression-bomb limit (about 179 MP, with a multi-line warning from 89 MP) is lifted
 while *our* reader opens a file the user gave us, and only there; instead, an image whose decoded
@@ -42,6 +43,7 @@ import numpy as np
 import png
 import tifffile
 from PIL import Image as PILImage
+from PIL.PngImagePlugin import PngInfo
 
 from .files import atomic_write
 from .errors import UserError
@@ -107,11 +109,13 @@ class Image:
 
 @dataclass
 class FileTags:
-    """What a file says about its pixels besides the samples: orientation, colour profile, EXIF."""
+    """What a file says about its pixels besides the samples: orientation, colour profile, EXIF
+    (and, written to PNG only, text chunks)."""
 
     orientation: int = 1
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    text: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- reading
@@ -379,7 +383,8 @@ def _to_image(samples: np.ndarray, path: Path, tags: FileTags) -> Image:
 # --------------------------------------------------------------------------- writing
 
 
-def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | None = None) -> None:
+def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | None = None,
+                text: dict[str, str] | None = None) -> None:
     """Write ``image`` atomically, in the format its suffix names, keeping depth, alpha, grey,
     colour profile and EXIF (as far as the format holds them, see the module docstring).
 
@@ -391,6 +396,9 @@ def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | No
         An [`Image`][dfpir.images.Image], or a float (H, W, 3) / (H, W) array in [0, 1] (written as 8-bit).
     bit_depth : int, optional
         Overrides the image's bit depth (8 or 16).
+    text : dict of str, optional
+        ``keyword: text`` pairs written as PNG ``tEXt`` chunks (Latin-1; keywords of 1 to 79
+        characters); other formats ignore them.
 
     Raises
     ------
@@ -403,7 +411,7 @@ def write_image(path: str | Path, image: Image | np.ndarray, bit_depth: int | No
     suffix = path.suffix.lower()
     _check_writable(path, suffix, depth, image.alpha is not None)
     samples = _quantise(_channels(image, suffix), depth)
-    tags = _tags_to_write(image, samples.shape[-1])
+    tags = dataclasses.replace(_tags_to_write(image, samples.shape[-1]), text=dict(text or {}))
     if suffix in (".tif", ".tiff"):
         encode = _write_tiff
     elif suffix == ".png" and depth == 16:
@@ -478,11 +486,16 @@ def _write_pillow(tmp: str, samples: np.ndarray, fmt: str, tags: FileTags) -> No
         im = im.convert("RGBA")
     if fmt != "BMP":  # Pillow's BMP writer stores neither
         options.update({k: v for k, v in (("icc_profile", tags.icc_profile), ("exif", tags.exif)) if v})
+    if fmt == "PNG" and tags.text:
+        info = PngInfo()
+        for keyword, value in tags.text.items():
+            info.add_text(keyword, value)
+        options["pnginfo"] = info
     im.save(tmp, format=fmt, **options)
 
 
 class _PngWriter(png.Writer):
-    """pypng's writer, adding chunks (``iCCP``, ``eXIf``) right after the header: pypng writes neither."""
+    """pypng's writer, adding chunks (``iCCP``, ``eXIf``, ``tEXt``) right after the header: pypng writes none of them."""
 
     def __init__(self, extra_chunks: list[tuple[bytes, bytes]], **options) -> None:
         super().__init__(**options)
@@ -501,6 +514,7 @@ def _write_png16(tmp: str, samples: np.ndarray, tags: FileTags) -> None:
         chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(tags.icc_profile)))
     if tags.exif:  # the TIFF structure alone, without JPEG's "Exif\0\0" marker
         chunks.append((b"eXIf", tags.exif.removeprefix(b"Exif\x00\x00")))
+    chunks += [(b"tEXt", keyword.encode("latin-1") + b"\0" + value.encode("latin-1")) for keyword, value in tags.text.items()]
     writer = _PngWriter(chunks, width=w, height=h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16)
     with open(tmp, "wb") as f:
         writer.write(f, samples.reshape(h, w * c))

@@ -15,6 +15,10 @@ is counted in images and, for a tiled image, in tiles ([`dfpir.progress`][dfpir.
 lowlight``), ``auto`` (the classifier stored in the weights picks per image, and the choice and
 its confidence are printed), or free text. Free text is embedded with the built-in hashing
 encoder, which matches words, not meaning (see [`dfpir.inference.runner`][dfpir.inference.runner]).
+Under ``auto`` a photo the classifier finds clean is written as it was read (not restored), and a
+guess below ``--min-confidence`` is restored with that guess but marked low in its log line;
+a PNG output records the choice in text chunks (``dfpir:degradation``, ``dfpir:confidence``,
+``dfpir:low-confidence``).
 
 Large images are restored by overlapping tiles when the whole image would exceed the memory
 budget (``--memory-gb``) or when ``--tile N`` is given; see [`dfpir.inference.tiling`][dfpir.inference.tiling] for how tiled
@@ -36,7 +40,7 @@ from tqdm import tqdm
 from .errors import USAGE_ERROR, CommandParser, UserError, cli_main
 from .files import check_output_folder
 from .images import SUFFIXES, check_writable, is_image_path, read_image, write_image
-from .inference.runner import PRECISIONS, Restorer, budget_bytes
+from .inference.runner import MIN_CONFIDENCE, PRECISIONS, Prompt, Restorer, budget_bytes
 from .progress import TileProgress, progress
 
 
@@ -54,6 +58,8 @@ class Report:
 
     done: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    unsure: list[Path] = field(default_factory=list)  # restored from an auto guess of low confidence
+    kept: list[Path] = field(default_factory=list)  # found clean by auto: written as they were read
 
     def fail(self, what: str | Path, reason: str) -> None:
         """Record and print a one-line failure."""
@@ -74,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="tile side in pixels (0: never tile; default: from the memory budget)")
     p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on CPU)")
     p.add_argument("--suffix", default="", help="added to each output's file stem, e.g. _restored")
+    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
+                   help=f"with auto: report a guess below this confidence as low (default {MIN_CONFIDENCE})")
     p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
     return p
 
@@ -143,8 +151,8 @@ def plan_jobs(sources: list[Path], outdir: Path, suffix: str, overwrite: bool, r
     return jobs
 
 
-def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
-    """Read, restore and write one image; returns a short note for the log."""
+def restore_one(restorer: Restorer, job: Job, degradation: str) -> tuple[str, Prompt]:
+    """Read, restore and write one image; returns a short note for the log and the prompt used."""
     image = read_image(job.source)
     try:
         check_writable(job.target, image)  # before the slow part: e.g. 16 bits in a file named .bmp
@@ -154,7 +162,7 @@ def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
     with TileProgress(job.source.name) as tiles:  # a tiled photo can take minutes: show its tiles
         restored, plan = restorer.restore(image.rgb, prompt, progress=tiles)
     try:
-        write_image(job.target, image.with_rgb(restored))
+        write_image(job.target, image.with_rgb(restored), text=prompt.text())
     except UserError as exc:
         if job.target.is_dir():
             raise UserError(f"{job.source}: output {job.target} is a folder; remove it or choose another -o/--suffix") from None
@@ -167,10 +175,10 @@ def restore_one(restorer: Restorer, job: Job, degradation: str) -> str:
         name, cos = restorer.nearest_name(prompt.embedding)
         notes.append(f"hashing encoder, not semantic; nearest known prompt {name} at cosine {cos:.2f}")
     if prompt.confidence is not None:
-        notes.append(f"confidence {prompt.confidence:.2f}")
+        notes.append(prompt.note(restorer.min_confidence))
     if plan is not None:
         notes.append(f"{plan.count} tiles of {plan.tile}")
-    return ", ".join(notes)
+    return ", ".join(notes), prompt
 
 
 def _drop_prefix(message: str, path: Path) -> str:
@@ -196,13 +204,17 @@ def run_jobs(restorer: Restorer, jobs: list[Job], degradation: str, report: Repo
     with progress(len(jobs), "restoring", "image", summary=False) as bar:
         for job in jobs:
             try:
-                note = restore_one(restorer, job, degradation)
+                note, prompt = restore_one(restorer, job, degradation)
             except Exception as exc:  # noqa: BLE001 - sorted by is_input_failure; bugs are raised again
                 if not is_input_failure(exc):
                     raise
                 report.fail(job.source, str(exc) if str(exc).startswith(str(job.source)) else f"{job.source}: {exc}")
             else:
                 report.done.append(job.target)
+                if prompt.low_confidence:
+                    report.unsure.append(job.target)
+                if prompt.clean:
+                    report.kept.append(job.target)
                 tqdm.write(f"{job.source} -> {job.target} ({note})")
             bar.update(1)
 
@@ -211,6 +223,11 @@ def summary(report: Report, outdir: Path, seconds: float) -> str:
     """The closing line."""
     total = len(report.done) + len(report.failed)
     line = f"restored {len(report.done)} of {total} inputs into {outdir} in {seconds:.1f} s"
+    if report.kept:
+        line += f"; {len(report.kept)} found clean and written as they were"
+    if report.unsure:
+        line += (f"; {len(report.unsure)} by a guess of low confidence (check them, or name the degradation "
+                 "with --degradation)")
     return line + (f"; {len(report.failed)} failed (see the errors above)" if report.failed else "")
 
 
@@ -219,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when every input was restored, 1 when some failed, 2 on usage errors."""
     args = build_parser().parse_args(argv)
     check_suffix(args.suffix)
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb))
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence)
     restorer.check_spec(args.degradation)
     report = Report()
     sources = expand_inputs(args.inputs, report)

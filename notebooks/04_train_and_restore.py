@@ -211,22 +211,28 @@ print(
 # ## The blind classifier
 #
 # DFPIR itself is non-blind: it needs the true degradation's prompt. The classifier trained
-# alongside it (`python -m dfpir.restore --degradation auto`) guesses it from the image. Its
-# confusion matrix on the validation crops, and how many of them it got right, after only
-# 60 steps:
+# alongside it (`python -m dfpir.restore --degradation auto`) guesses it from the image; it also
+# has a `clean` class, learnt from undegraded crops, so that a photo with nothing to fix can be
+# left as it is. Its confusion matrix on the validation crops (the clean row: one undegraded
+# crop per degraded one of a degradation), and how many of the degraded ones it got right, after
+# only 60 steps:
 
 # %%
-confusion = np.zeros((len(DEGRADATIONS), len(DEGRADATIONS)))
+CLASSES = classifier.classes  # the degradations, then "clean"
+shown = [(s["input"], s["degradation"]) for s in val]
+if "clean" in CLASSES:
+    shown += [(s["target"], "clean") for s in val if s["degradation"] == DEGRADATIONS[0]]
+confusion = np.zeros((len(CLASSES), len(CLASSES)))
 with torch.no_grad():
-    names, _ = classifier.predict(torch.stack([s["input"] for s in val]))
-for s, name in zip(val, names):
-    confusion[DEGRADATIONS.index(s["degradation"]), DEGRADATIONS.index(name)] += 1
+    names, _ = classifier.predict(torch.stack([x for x, _ in shown]))
+for (_, true), name in zip(shown, names):
+    confusion[CLASSES.index(true), CLASSES.index(name)] += 1
 confusion /= confusion.sum(axis=1, keepdims=True)
-fig = analysis.plot_matrix(confusion, DEGRADATIONS, "classifier: true (rows) vs chosen (columns)", vmin=0, vmax=1, cmap="Blues", colorbar_label="fraction of crops")
+fig = analysis.plot_matrix(confusion, CLASSES, "classifier: true (rows) vs chosen (columns)", vmin=0, vmax=1, cmap="Blues", colorbar_label="fraction of crops")
 fig.axes[0].set_xlabel("chosen")
 fig.axes[0].set_ylabel("true degradation")
 plt.show()
-correct = sum(s["degradation"] == name for s, name in zip(val, names))
+correct = sum(s["degradation"] == name for s, name in zip(val, names))  # the degraded crops come first
 per_class = len(val) // len(DEGRADATIONS)
 print(f"right on {correct} of {len(val)} validation crops ({correct / len(val):.0%}; {per_class} crops per degradation, so each row's fractions move in steps of {1 / per_class:.1%})")
 for d, (guess, conf) in choices.items():
@@ -258,7 +264,7 @@ assert mean_after > np.mean(list(before.values()))  # training helped
 assert mean_after > mean_input  # on average the trained model beats its input
 assert all(torch.equal(s["target"], demo[0]["target"]) for s in demo)  # one clean crop, degraded four ways
 assert [s["degradation"] for s in demo] == DEGRADATIONS
-assert all(g in DEGRADATIONS and 0 < c <= 1 for g, c in choices.values())
+assert all(g in CLASSES and 0 < c <= 1 for g, c in choices.values())
 assert correct == round(sum(table[d]["accuracy"] for d in DEGRADATIONS) * per_class)  # the classifier on disk matches the table
 assert np.allclose(confusion.sum(axis=1), 1)
 assert odd_restored.shape == odd.shape

@@ -164,7 +164,7 @@ def test_the_page_restores_as_the_restorer_does(served, restorer, photo):
     table, downloads, menu, slider, status = press(served, [photo], "rain")
     expected, tiles = direct(restorer, photo, "rain")
     assert table["headers"] == ui.COLUMNS
-    assert table["data"] == [["small.png", "rain", "", tiles, "small_restored.png"]]
+    assert table["data"] == [["small.png", "rain", "", "", tiles, "small_restored.png"]]
     [download] = downloads
     assert Path(download).name == "small_restored.png"
     np.testing.assert_array_equal(pixels(download), expected)
@@ -176,17 +176,18 @@ def test_the_page_restores_as_the_restorer_does(served, restorer, photo):
 
 def test_auto_shows_the_classifiers_choice_and_confidence(served, restorer, photo):
     table, downloads, *_ = press(served, [photo], "auto")
-    [[name, degradation, confidence, _, _]] = table["data"]
+    [[name, degradation, confidence, note, _, _]] = table["data"]
     assert degradation in restorer.names and 0 <= float(confidence) <= 1
     choice, conf = restorer.classify(read_image(photo).rgb)
     assert (degradation, confidence) == (choice, f"{conf:.2f}")
+    assert note.startswith("low confidence (below 0.60)") == (conf < restorer.min_confidence)
     np.testing.assert_array_equal(pixels(downloads[0]), direct(restorer, photo, "auto")[0])
 
 
 def test_a_bad_upload_shows_its_message_and_no_traceback(served, photo, broken):
     table, downloads, menu, slider, status = press(served, [broken, photo], "haze")
     message = "broken.png: cannot read image (cannot identify image file 'broken.png')"
-    assert table["data"][0] == ["broken.png", "", "", "", message]
+    assert table["data"][0] == ["broken.png", "", "", "", "", message]
     assert status.endswith(f"Error: {message}") and "Traceback" not in status
     assert [Path(d).name for d in downloads] == ["small_restored.png"]
 

@@ -272,6 +272,21 @@ def test_profile_and_exif_survive_a_restoration(tmp_path, name, depth):
     assert again.rgb.shape == (W, H, 3) and again.icc_profile == SRGB_PROFILE and again.exif == image.exif
 
 
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_text_chunks_are_added_beside_the_profile_and_exif(tmp_path, depth):
+    image = read_image(camera_jpeg(tmp_path / "phone.jpg"))
+    text = {"dfpir:degradation": "rain", "dfpir:confidence": "0.450", "dfpir:low-confidence": "yes"}
+    write_image(tmp_path / "out.png", image, bit_depth=depth, text=text)
+    with PILImage.open(tmp_path / "out.png") as out:
+        assert out.text == text and out.info.get("icc_profile") == SRGB_PROFILE
+        assert (out.getexif()[MAKE], out.getexif().get_ifd(0x8769)[EXPOSURE]) == ("TestCam", (1, 125))
+    again = read_image(tmp_path / "out.png")
+    assert (again.bit_depth, again.icc_profile, again.exif) == (depth, SRGB_PROFILE, image.exif)
+    np.testing.assert_array_equal(np.round(again.rgb * 255), np.round(image.rgb * 255))
+    write_image(tmp_path / "out.jpg", image, text=text)  # no text chunks in JPEG: ignored, the rest kept
+    assert read_image(tmp_path / "out.jpg").icc_profile == SRGB_PROFILE
+
+
 def test_tiff_gets_the_profile_and_the_camera_text_tags(tmp_path):
     image = read_image(camera_jpeg(tmp_path / "phone.jpg"))
     write_image(tmp_path / "out.tif", image, bit_depth=16)

@@ -20,6 +20,7 @@ from dfpir.checkpoint import load_classifier, read
 from dfpir.data import SyntheticDataset
 from dfpir.errors import UserError
 from dfpir.train import resolve
+from dfpir.train.classifier import clean_mask, clean_share
 from dfpir.train.config import resume_changes
 
 QUICK = [
@@ -52,7 +53,7 @@ def test_short_run_writes_loadable_checkpoints_and_a_table(tmp_path, capsys):
     assert all(0 < r["psnr"] < 100 and 0 <= r["accuracy"] <= 1 for r in table.values())
     model = dfpir.load(tmp_path / "best.safetensors")
     assert model.config.preset == "tiny"
-    assert load_classifier(tmp_path / "last.safetensors").classes == ["noise25", "rain", "lowlight"]
+    assert load_classifier(tmp_path / "last.safetensors").classes == ["noise25", "rain", "lowlight", "clean"]
     assert (tmp_path / "config.toml").read_text().count("[optim]") == 1
     assert len(losses(tmp_path)) == 4
     out = capsys.readouterr().out
@@ -63,7 +64,8 @@ def records(folder, key: str) -> list[dict]:
     return [r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if key in r]
 
 
-RESUMED = ["train.steps=4", "train.ema_decay=0.9", 'data.degradations=["rain"]']
+# Two degradations: the classifier's clean class (on by default) then shows half the samples' targets, a seeded subset.
+RESUMED = ["train.steps=4", "train.ema_decay=0.9", 'data.degradations=["rain", "haze"]']
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +378,7 @@ def test_init_starts_from_a_checkpoints_restorer_and_matching_classifier(tmp_pat
         train.Dist(), torch.device("cpu"),
     )
     assert all(torch.equal(v, saved[k]) for k, v in other.restorer.state_dict().items())
-    assert other.joint.classifier.classes == ["blur", "haze"]  # other classes: a fresh classifier
+    assert other.joint.classifier.classes == ["blur", "haze", "clean"]  # other classes: a fresh classifier
 
 
 def test_init_errors_are_one_line(tmp_path, capsys):
@@ -439,6 +441,60 @@ def test_table_shows_a_dash_for_accuracy_without_a_classifier():
     text = train.format_table({"blur": {**row, "accuracy": float("nan")}, "rain": {**row, "accuracy": float("nan")}})
     assert "nan" not in text and text.splitlines()[1].split()[-1] == "-" and "+3.50" in text
     assert train.format_table({"blur": {**row, "accuracy": 0.75}}).splitlines()[1].split()[-1] == "75.0%"
+
+
+# --- the classifier: its clean class and its calibration -----------------------------------------
+
+
+def test_clean_picks_depend_on_the_sample_alone_and_take_one_degradations_share():
+    picks = clean_mask(0, range(4000), 0.25)
+    assert abs(picks.double().mean().item() - 0.25) < 0.03
+    assert torch.equal(clean_mask(0, [7, 3, 1999], 0.25), picks[[7, 3, 1999]])  # any batching or split picks the same
+    assert not torch.equal(clean_mask(1, range(4000), 0.25), picks)  # the run's seed chooses
+    assert clean_share(["rain", "haze", "blur"]) == pytest.approx(1 / 3)
+
+
+def test_the_classifier_trains_on_its_batch_and_a_seeded_share_of_the_clean_targets(tmp_path, monkeypatch):
+    cfg = quick(tmp_path, 'data.degradations=["rain", "haze"]', "optim.batch_size=8", "train.ema_decay=0")
+    trainer = train.Trainer(cfg, train.Dist(), torch.device("cpu"))
+    assert trainer.joint.classifier.classes == ["rain", "haze", "clean"]
+    dataset, _ = train.build_data(cfg, 8 * cfg.train.steps)
+    batch = next(trainer.batches(dataset, 1))
+    seen, labels = [], []
+    trainer.joint.classifier.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    real = torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda x, y, *a, **k: labels.append(y) or real(x, y, *a, **k))
+    trainer.train_step(trainer.batches(dataset, 1))
+    picked = clean_mask(cfg.train.seed, range(8), 0.5)  # samples 0..7 make step 0
+    assert 0 < picked.sum() < 8
+    assert torch.equal(seen[0], torch.cat([batch["input"], batch["target"][picked]]))
+    assert labels[0].tolist() == batch["label"].tolist() + [2] * int(picked.sum())
+    off = train.Trainer(quick(tmp_path, "train.clean_class=false"), train.Dist(), torch.device("cpu"))
+    assert off.joint.classifier.classes == ["noise25", "rain", "lowlight"] and off.clean_targets(batch["target"], 0) is None
+
+
+def test_validation_fits_the_temperature_that_the_checkpoints_keep(tmp_path, capsys):
+    cfg = quick(tmp_path, "train.steps=1", "train.ema_decay=0")
+    train.run(cfg)
+    [record] = records(tmp_path, "val")
+    fitted = record["classifier"]
+    assert fitted["crops"] == 8 * 3 + 8  # 8 photos x 3 degradations, and one degradation's share of clean targets
+    assert 0 <= fitted["ece_after"] <= 1 and 0 <= fitted["ece_before"] <= 1 and fitted["temperature"] != 1
+    for name in ("best.safetensors", "last.safetensors"):
+        assert load_classifier(tmp_path / name).temperature == fitted["temperature"]
+    assert f"temperature {fitted['temperature']:.3g}; ECE {fitted['ece_before']:.3f} before" in capsys.readouterr().out
+    resumed = train.Trainer(cfg, train.Dist(), torch.device("cpu"))
+    resumed.resume(*read(tmp_path / "last.safetensors"), tmp_path / "last.safetensors")
+    assert resumed.eval_joint().classifier.temperature == fitted["temperature"]
+
+
+def test_configs_recorded_before_the_clean_class_read_as_trained_without_it(tmp_path):
+    recorded = quick(tmp_path).to_dict()
+    assert recorded["train"]["clean_class"] is True  # new runs learn it
+    del recorded["train"]["clean_class"]
+    assert train.TrainConfig.from_dict(recorded, "old").train.clean_class is False  # resuming an old run keeps it off
+    without = quick(tmp_path, "train.classifier=false").to_dict()
+    assert "clean_class" not in without["train"]  # a run without a classifier records what it recorded before
 
 
 # --- a run's folder: never mixed with another run ------------------------------------------------

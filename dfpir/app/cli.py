@@ -1,4 +1,4 @@
-"""The command line, ``python -m dfpir.app [--weights W] [--port P] [--device D] [--tile N]``.
+"""The command line, ``python -m dfpir.app [--weights W] [--port P] [--device D] [--tile N] [--min-confidence P]``.
 
 Loads the weights once (a bad file stops here, in one line), builds the page
 ([`build_app`][dfpir.app.ui.build_app]) and serves it on ``127.0.0.1`` until Ctrl+C. The uploads,
@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CommandParser, UserError, cli_main
-from ..inference.runner import PRECISIONS, Restorer, budget_bytes
+from ..inference.runner import MIN_CONFIDENCE, PRECISIONS, Restorer, budget_bytes
 from .ui import build_app, require_gradio, serve
 
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     p.add_argument("--tile", type=int, help="tile side in pixels (0: never tile; default: from the memory budget)")
     p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on CPU)")
+    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
+                   help=f"with auto: flag a guess below this confidence as low (default {MIN_CONFIDENCE})")
     return p
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_port(args.port)
     require_gradio()  # before the weights: the quickest error first
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb))
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence)
     # Gradio 6.31 calls pandas 3 in a deprecated way on every request: not the user's concern
     warnings.filterwarnings("ignore", message=".*(no_silent_downcasting|The copy keyword is deprecated)")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl+C: the folder below is removed

@@ -4,7 +4,9 @@ Each photo goes through the same steps as ``python -m dfpir.restore``: [`read_im
 [`Restorer.prompt`][dfpir.inference.runner.Restorer.prompt] (the classifier's choice for ``auto``),
 [`Restorer.restore`][dfpir.inference.runner.Restorer.restore] (whole, or in tiles under the memory budget)
 and [`write_image`][dfpir.images.write_image]. The result is always a PNG, which holds every bit
-depth, alpha and grey-ness the reader returns, and keeps the colour profile and EXIF. A photo that
+depth, alpha and grey-ness the reader returns, and keeps the colour profile and EXIF; under ``auto``
+it also records the classifier's choice in text chunks, as ``restore`` does. A photo ``auto`` finds
+clean comes back as it was read, and a guess of low confidence says so in its ``note``. A photo that
 fails (unreadable, too large for the memory) becomes a [`PhotoResult`][dfpir.app.restoration.PhotoResult]
 with a one-line ``error``; the other photos go on, as in ``restore``.
 """
@@ -42,7 +44,10 @@ class PhotoResult:
     confidence : float or None
         The classifier's confidence in ``degradation`` under ``auto``; ``None`` otherwise.
     tiles : str
-        ``"whole image"`` or e.g. ``"12 tiles of 256"``.
+        ``"whole image"`` or e.g. ``"12 tiles of 256"`` (``"not restored"`` for a clean photo).
+    note : str
+        Under ``auto``: a guess of low confidence, or a photo found clean and left as it is
+        ([`Prompt.remarks`][dfpir.inference.runner.Prompt.remarks]); else empty.
     error : str
         Why the photo failed (one line); empty when it was restored.
     """
@@ -53,6 +58,7 @@ class PhotoResult:
     degradation: str = ""
     confidence: float | None = None
     tiles: str = ""
+    note: str = ""
     error: str = ""
 
     @property
@@ -98,12 +104,11 @@ def restore_photo(restorer: Restorer, upload: Path, spec: str, outdir: Path, ste
     prompt = restorer.prompt(spec, image.rgb)
     restored, plan = restorer.restore(image.rgb, prompt, progress=tiles)
     target, before = outdir / f"{stem}_restored.png", outdir / f"{stem}_before.png"
-    write_image(target, image.with_rgb(restored))
+    write_image(target, image.with_rgb(restored), text=prompt.text())
     write_image(before, image.rgb)  # an array is written as 8-bit RGB: what a browser shows
-    return PhotoResult(
-        upload.name, target, before, prompt.label, prompt.confidence,
-        "whole image" if plan is None else f"{plan.count} tiles of {plan.tile}",
-    )
+    tiling = "not restored" if prompt.clean else "whole image" if plan is None else f"{plan.count} tiles of {plan.tile}"
+    note = "; ".join(prompt.remarks(restorer.min_confidence))
+    return PhotoResult(upload.name, target, before, prompt.label, prompt.confidence, tiling, note)
 
 
 def restore_photos(restorer: Restorer, uploads: list[Path], spec: str, outdir: Path,

@@ -32,14 +32,16 @@ except ImportError:  # optional dependency (pip install 'dfpir[app]'): the rest 
 HOST = "127.0.0.1"
 INSTALL = "pip install 'dfpir[app]'"
 #: The results table's columns, as the page shows them and ``/restore`` returns them.
-COLUMNS = ["photo", "degradation", "confidence", "tiles", "result"]
+COLUMNS = ["photo", "degradation", "confidence", "note", "tiles", "result"]
 CACHE_HOURS = 1  # Gradio's copies of uploads and results are deleted after this long
 INTRO = """\
 # DFPIR: restore photos
 
 Drop one or more photos, pick the degradation they suffer from (or **auto**: the classifier in the
-weights picks one per photo and says how sure it is), press **Restore**, compare before and after
-with the slider, and download the restored PNGs. Everything runs on this computer: no photo leaves it.
+weights picks one per photo and says how sure it is; a photo it finds clean is left as it is, and a
+guess of low confidence is flagged in the *note* column: check that photo, or pick its degradation),
+press **Restore**, compare before and after with the slider, and download the restored PNGs.
+Everything runs on this computer: no photo leaves it.
 """
 
 
@@ -60,6 +62,7 @@ def table(results: list[PhotoResult]) -> list[list[str]]:
         r.name,
         r.degradation,
         "" if r.confidence is None else f"{r.confidence:.2f}",
+        r.note,
         r.tiles,
         r.output.name if r.ok else r.error,
     ] for r in results]

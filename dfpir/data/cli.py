@@ -53,6 +53,7 @@ def _parser() -> CommandParser:
     g.add_argument("--degradations", nargs="+", default=synthetic_names(), help="default: every synthetic degradation (the seven)")
     g.add_argument("--seed", type=int, default=0, help="base seed (each photo and degradation has its own stream)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--with-clean", action="store_true", help="also write each photo as it is to OUT/clean/ (the blind mode's clean class)")
     k = sub.add_parser("corpus", help="a training corpus: the curated photos of installed Debian and PyPI packages, plus dead-leaves images")
     k.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (photos/, deadleaves/, manifest.json, LICENSES.md)")
     k.add_argument("--dead-leaves", type=int, default=40, metavar="N", help="dead-leaves images to generate (default 40; 0: none)")
@@ -99,7 +100,7 @@ def _degrade(args: argparse.Namespace) -> int:
     missing = [p for p in sources if not p.is_file()]
     if missing:
         raise UserError(f"{missing[0]}: no such image file or folder")
-    count = make_pairs(sources, args.degradations, args.outdir, args.seed, args.overwrite)
+    count = make_pairs(sources, args.degradations, args.outdir, args.seed, args.overwrite, args.with_clean)
     clean = args.inputs[0] if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else "CLEAN"
     print(f"wrote {count} images to {args.outdir}/<degradation>/; score a model on all of them with: "
           f"python -m dfpir.evaluate --input {args.outdir} --target {clean}")

@@ -9,7 +9,8 @@ files, and adding photos or degradations does not change the others.
 
 The degraded images are written as RGB PNGs at the clean image's bit depth (8 or 16), even for
 grey photos: the noise and rain are drawn per channel, and averaging them back to grey would
-change their strength. An alpha channel is kept.
+change their strength. An alpha channel is kept. ``--with-clean`` also writes each photo as it is,
+in the same form, to ``OUT/clean/<stem>.png``: the class ``clean`` of the blind mode's confusion matrix.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..degradations import degrade, synthetic_names
 from ..errors import UserError
 from ..files import check_output_folder
 from ..images import Image, read_image, write_image
+from ..model.classifier import CLEAN
 from .patches import item_rng, torch_generator
 
 
@@ -37,7 +39,10 @@ def pair_generator(seed: int, photo: str, degradation: str) -> torch.Generator:
 
 
 def degrade_image(image: Image, degradation: str, generator: torch.Generator) -> Image:
-    """``image`` degraded by the registry function ``degradation``, as an RGB image of its bit depth."""
+    """``image`` degraded by the registry function ``degradation`` (``clean``: not at all), as an RGB
+    image of its bit depth."""
+    if degradation == CLEAN:
+        return Image(image.rgb, image.alpha, image.bit_depth, False, image.path)
     clean = torch.from_numpy(np.ascontiguousarray(image.rgb.transpose(2, 0, 1)))[None]  # (1, 3, H, W)
     out = degrade(clean, [degradation], generator).clamp(0, 1)
     rgb = out[0].permute(1, 2, 0).numpy()  # (H, W, 3)
@@ -59,8 +64,10 @@ def plan_outputs(sources: Sequence[Path], degradations: Sequence[str], outdir: P
     return jobs
 
 
-def make_pairs(sources: Sequence[Path], degradations: Sequence[str], outdir: Path, seed: int = 0, overwrite: bool = False) -> int:
-    """Write every degraded copy; returns how many files were written.
+def make_pairs(sources: Sequence[Path], degradations: Sequence[str], outdir: Path, seed: int = 0, overwrite: bool = False,
+               with_clean: bool = False) -> int:
+    """Write every degraded copy (and with ``with_clean`` every photo as it is, under ``clean/``);
+    returns how many files were written.
 
     Every clean image is read once before anything is written, so an unreadable one stops the
     run with nothing half done.
@@ -69,6 +76,8 @@ def make_pairs(sources: Sequence[Path], degradations: Sequence[str], outdir: Pat
     unknown = [d for d in degradations if d not in synthetic_names()]
     if unknown:
         raise UserError(f"unknown degradation {unknown[0]!r}; the synthetic ones are: {', '.join(synthetic_names())}")
+    if with_clean:
+        degradations.append(CLEAN)
     if not sources:
         raise UserError("no clean images given; pass image files or folders of them")
     jobs = plan_outputs(sources, degradations, outdir, overwrite)

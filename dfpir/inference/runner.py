@@ -4,7 +4,10 @@
 device in a precision, and turns a degradation *spec* into a prompt embedding:
 
 - a registry name the weights know (``noise25``, ``rain``, ...): its stored embedding;
-- ``auto``: the classifier picks a name per image (blind restoration);
+- ``auto``: the classifier picks a name per image (blind restoration). When it picks
+  [`CLEAN`][dfpir.model.classifier.CLEAN] the image is left as it is; when its (calibrated)
+  confidence is below ``min_confidence`` the prompt is marked ``low_confidence``, and the image is
+  still restored with the best guess (see [`Prompt`][dfpir.inference.runner.Prompt]);
 - free text (anything with a space in it): embedded with the hashing text encoder, and only when
   the weights' prompt bank was itself made by that encoder. The hashing encoder is **not
   semantic**: it matches words, not meaning, so "heavy rain streaks" lands near the ``rain``
@@ -24,6 +27,7 @@ import torch
 
 from ..checkpoint import CheckpointError, load, load_classifier
 from ..errors import UserError
+from ..model.classifier import CLEAN
 from ..model.prompts import HashingTextEncoder
 from .tiling import TilePlan, restore_image
 
@@ -31,15 +35,58 @@ DEMO_WEIGHTS = Path(__file__).parents[1] / "weights" / "demo.safetensors"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLASSIFIER_CROP = 512  # the classifier sees a centre crop (resizing would change noise statistics)
 CPUINFO = Path("/proc/cpuinfo")  # Linux's list of CPU features
+MIN_CONFIDENCE = 0.6
+"""Below this calibrated confidence an ``auto`` guess is reported as low. After temperature scaling a
+confidence p is right about p of the time, so below 0.6 the guess is wrong at least 4 times in 10,
+and below 0.5 the other classes together are more likely than it: 0.6 flags all of those, with a
+margin, and leaves unmarked every guess that is right at least 3 times in 5."""
 
 
 @dataclass
 class Prompt:
-    """A resolved prompt: the embedding, a label for reports, and the classifier's confidence."""
+    """A resolved prompt: the embedding, a label for reports, and the classifier's confidence.
 
-    embedding: torch.Tensor
+    ``embedding`` is ``None`` when ``auto`` found the image clean: [`Restorer.restore`][dfpir.inference.runner.Restorer.restore]
+    then returns it as it is. ``low_confidence`` marks an ``auto`` guess below the restorer's
+    ``min_confidence``. Such an image is still restored with the best guess: the guess is more often
+    right than any other class, the input file is never changed, and the report (log line, PNG text)
+    tells the user to check it or name the degradation; leaving it as it is instead would look like
+    a restoration that did nothing.
+    """
+
+    embedding: torch.Tensor | None
     label: str
     confidence: float | None = None
+    low_confidence: bool = False
+
+    @property
+    def clean(self) -> bool:
+        """Whether the image is left as it is (``auto`` found no degradation)."""
+        return self.embedding is None
+
+    def text(self) -> dict[str, str]:
+        """PNG text chunks recording an ``auto`` choice (``dfpir:degradation``, ``dfpir:confidence``,
+        ``dfpir:low-confidence``); empty for a prompt the user named."""
+        if self.confidence is None:
+            return {}
+        return {"dfpir:degradation": self.label, "dfpir:confidence": f"{self.confidence:.3f}",
+                "dfpir:low-confidence": "yes" if self.low_confidence else "no"}
+
+    def remarks(self, min_confidence: float) -> list[str]:
+        """What a report must say about an ``auto`` choice: a low confidence, a photo left as it is."""
+        out = []
+        if self.low_confidence:
+            out.append(f"low confidence (below {min_confidence:.2f}): check the photo, or name its degradation")
+        if self.clean:
+            out.append("no degradation found: left as it is")
+        return out
+
+    def note(self, min_confidence: float) -> str:
+        """An ``auto`` choice's confidence and [`remarks`][dfpir.inference.runner.Prompt.remarks], for a
+        log line ("" for a prompt the user named)."""
+        if self.confidence is None:
+            return ""
+        return ", ".join([f"confidence {self.confidence:.2f}", *self.remarks(min_confidence)])
 
 
 def resolve_weights(path: str | Path | None) -> Path:
@@ -136,6 +183,8 @@ class Restorer:
         Tile side; ``0`` never tiles; ``None`` chooses from ``budget``.
     budget : int, optional
         Activation memory budget in bytes (see [`dfpir.inference.tiling`][dfpir.inference.tiling]).
+    min_confidence : float
+        An ``auto`` guess below this confidence is marked ``low_confidence`` (see [`MIN_CONFIDENCE`][dfpir.inference.runner.MIN_CONFIDENCE]).
     """
 
     def __init__(
@@ -145,7 +194,11 @@ class Restorer:
         precision: str = "fp32",
         tile: int | None = None,
         budget: int | None = None,
+        min_confidence: float = MIN_CONFIDENCE,
     ) -> None:
+        if not 0 <= min_confidence <= 1:  # NaN fails too
+            raise UserError(f"--min-confidence must be between 0 and 1 (a probability), got {min_confidence}")
+        self.min_confidence = min_confidence
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device)
@@ -231,7 +284,8 @@ class Restorer:
         if spec == "auto":
             self.check_spec(spec)
             name, conf = self.classify(rgb)
-            return Prompt(self.model.prompts.embed([name]), name, conf)
+            embedding = None if name == CLEAN else self.model.prompts.embed([name])
+            return Prompt(embedding, name, conf, conf < self.min_confidence)
         if spec in self.model.prompts:
             return Prompt(self.model.prompts.embed([spec]), spec)
         return Prompt(self.text_embedding(spec), f"text:{spec}")
@@ -247,7 +301,8 @@ class Restorer:
         return names[0], float(conf[0])
 
     def restore(self, rgb: np.ndarray, prompt: Prompt, progress=None) -> tuple[np.ndarray, TilePlan | None]:
-        """Restore an (H, W, 3) float image; returns the clipped (H, W, 3) float32 result and the tiles.
+        """Restore an (H, W, 3) float image; returns the clipped (H, W, 3) float32 result and the tiles
+        (the image itself, as float32, and no tiles for a [`clean`][dfpir.inference.runner.Prompt.clean] prompt).
 
         Parameters
         ----------
@@ -260,6 +315,8 @@ class Restorer:
         """
         if not np.isfinite(rgb).all():  # the input boundary: the network itself does not look
             raise UserError("the image contains NaN or infinite values")
+        if prompt.clean:
+            return np.clip(rgb, 0, 1).astype(np.float32), None  # a copy: the caller's array stays its own
         x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
         out, plan = restore_image(self.model, x, prompt.embedding, self.tile, self.budget, progress=progress)
         with torch.inference_mode():  # the output is an inference tensor: clip it in place

@@ -7,6 +7,7 @@
 - [`sampling`][dfpir.train.sampling]: which samples each step trains on, for any number of processes
   and DataLoader workers;
 - [`state`][dfpir.train.state]: the training state in and out of checkpoints, ``train.init`` weights;
+- [`classifier`][dfpir.train.classifier]: the degradation classifier's clean class and calibration;
 - [`preflight`][dfpir.train.preflight]: the training files' headers, read before the first step;
 - [`interrupts`][dfpir.train.interrupts]: Ctrl-C at step boundaries;
 - [`precision`][dfpir.train.precision]: fp32, bf16 and fp16 autocast.

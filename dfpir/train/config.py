@@ -125,6 +125,9 @@ class TrainSection:
     out_dir: str = "runs/demo"
     device: str = "auto"
     classifier: bool = True
+    # The classifier also learns "clean" from undegraded patches (auto then leaves a clean photo as
+    # it is). Recorded only with a classifier; configs recorded before it existed read as false.
+    clean_class: bool = True
     threads: int = 0  # 0: torch's default
     init: str = ""  # start from these weights (a dfpir checkpoint): fine-tuning; "": from scratch
 
@@ -139,8 +142,12 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as nested plain dicts, one per section (``[model]``: only what is set)."""
-        return {"model": self.model.to_dict(), **{s: dataclasses.asdict(getattr(self, s)) for s in ("data", "optim", "train")}}
+        """The config as nested plain dicts, one per section (``[model]``: only what is set;
+        ``train.clean_class`` only with a classifier, where it means something)."""
+        values = {"model": self.model.to_dict(), **{s: dataclasses.asdict(getattr(self, s)) for s in ("data", "optim", "train")}}
+        if not self.train.classifier:  # so a run without one records the same config as before the key existed
+            del values["train"]["clean_class"]
+        return values
 
     def to_toml(self) -> str:
         """The config as TOML (for ``config.toml`` next to checkpoints)."""
@@ -158,8 +165,10 @@ class TrainConfig:
         for key, unset in _LEGACY_UNSET.items():
             if model.get(key) == unset:
                 del model[key]
+        train = dict(values.get("train", {}))
+        train.setdefault("clean_class", False)  # recorded before the clean class existed: trained without it
         cfg = cls()
-        apply(cfg, {**values, "model": model}, source)
+        apply(cfg, {**values, "model": model, "train": train}, source)
         validate(cfg)
         return cfg
 
@@ -316,6 +325,8 @@ def resume_changes(stored: TrainConfig, cfg: TrainConfig, checkpoint: Path) -> d
     """
     before, after = settings(stored), settings(cfg)
     changed = {k: [before.get(k), after.get(k)] for k in {**before, **after} if before.get(k) != after.get(k)}
+    if "train.classifier" in changed:  # the clean class comes and goes with the classifier: one change
+        changed.pop("train.clean_class", None)
     unsafe = [f"{k}={json.dumps(old)} (now {json.dumps(new)})" for k, (old, new) in changed.items() if k not in SAFE_ON_RESUME]
     if unsafe:
         raise UserError(

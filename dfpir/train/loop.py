@@ -41,11 +41,12 @@ from ..model.classifier import DegradationClassifier
 from ..model.network import DFPIR
 from ..model.prompts import PromptBank
 from ..progress import progress
+from .classifier import Calibration, calibrate, classifier_classes, clean_mask, clean_share, with_clean_labels
 from .config import TrainConfig, resolve, resume_changes, resume_config
 from .interrupts import StepBoundary
 from .precision import autocast, check_precision
 from .preflight import check_training_files
-from .sampling import SampleOrder, micro_batches
+from .sampling import SampleOrder, batch_indices, micro_batches
 from .state import flatten_state, load_initial_weights, state_mismatch, unflatten_state
 
 # -------------------------------------------------------------------------------------------------
@@ -130,9 +131,13 @@ class Joint(nn.Module):
         self.restorer = restorer
         self.classifier = classifier
 
-    def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Restored images and, when a classifier is trained, its degradation logits."""
-        logits = self.classifier(image) if self.classifier is not None else None
+    def forward(self, image: torch.Tensor, prompt: torch.Tensor,
+                clean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Restored images and, when a classifier is trained, its logits for ``image`` followed by
+        ``clean`` (undegraded images for its clean class; inside this forward, so DDP sees them)."""
+        logits = None
+        if self.classifier is not None:
+            logits = self.classifier(image if clean is None else torch.cat([image, clean]))
         return self.restorer(image, prompt), logits
 
 
@@ -182,7 +187,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         model_cfg = cfg.model.config()
         classes = list(cfg.data.degradations)
-        classifier = DegradationClassifier(classes) if cfg.train.classifier else None
+        with_clean = cfg.train.classifier and cfg.train.clean_class
+        classifier = DegradationClassifier(classifier_classes(classes, with_clean)) if cfg.train.classifier else None
+        self.clean_share = clean_share(classes) if with_clean else 0.0  # of the samples, shown as "clean" too
         self.joint = Joint(DFPIR(model_cfg, prompts=prompt_bank(classes, model_cfg.prompt_dim)), classifier).to(device)
         if cfg.train.init:
             load_initial_weights(self.joint.restorer, self.joint.classifier, cfg.train.init)
@@ -203,6 +210,7 @@ class Trainer:
         self.best = -math.inf  # best mean validation PSNR so far
         self.validated = 0  # the last step whose validation is recorded
         self.saved_step: int | None = None  # the step of last.safetensors on disk
+        self.calibration: Calibration | None = None  # the classifier's, at the last validation
 
     @property
     def restorer(self) -> DFPIR:
@@ -236,18 +244,20 @@ class Trainer:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(cfg.optim.accum_steps):
+        for a in range(cfg.optim.accum_steps):
             batch = self.next_batch(batches)
             image = batch["input"].to(self.device)
             target = batch["target"].to(self.device)
             if cfg.train.channels_last:
                 image, target = image.contiguous(memory_format=torch.channels_last), target.contiguous(memory_format=torch.channels_last)
             prompt = self.restorer.embed_prompts(batch["degradation"])
+            clean = self.clean_targets(target, a)
             with autocast(self.device, cfg.train.precision):
-                restored, logits = self.module(image, prompt)
+                restored, logits = self.module(image, prompt, clean)
                 loss = restoration_loss(restored.float(), target, cfg.optim.fft_weight)
                 if logits is not None:
-                    loss = loss + 0.1 * F.cross_entropy(logits.float(), batch["label"].to(self.device))
+                    labels = with_clean_labels(batch["label"], clean, self.joint.classifier.classes)
+                    loss = loss + 0.1 * F.cross_entropy(logits.float(), labels.to(self.device))
             self.scaler.scale(loss / cfg.optim.accum_steps).backward()
             total += loss.item() / cfg.optim.accum_steps
         if not math.isfinite(total):
@@ -270,6 +280,16 @@ class Trainer:
         self.step += 1
         return total
 
+    def clean_targets(self, target: torch.Tensor, accum_index: int) -> torch.Tensor | None:
+        """The clean targets of micro-batch ``accum_index`` of this step that the classifier also
+        sees as ``clean`` (see [`clean_mask`][dfpir.train.classifier.clean_mask]); ``None`` without a clean class."""
+        if not self.clean_share:
+            return None
+        cfg = self.cfg
+        micro = cfg.optim.batch_size // (cfg.optim.accum_steps * self.dist.world)
+        numbers = batch_indices(self.step, micro, cfg.optim.accum_steps, self.dist.rank, self.dist.world)[accum_index]
+        return target[clean_mask(cfg.train.seed, numbers, self.clean_share).to(target.device)]
+
     # --- validation ------------------------------------------------------------------------------
 
     def validation_due(self) -> bool:
@@ -279,8 +299,14 @@ class Trainer:
         return self.step > self.validated and (self.step % t.val_every == 0 or self.step == t.steps)
 
     def validate(self, samples) -> dict[str, dict[str, float]]:
-        """The validation table of the weights to ship (see [`validate`][dfpir.train.loop.validate])."""
-        return validate(self.eval_joint(), samples, self.device)
+        """The validation table of the weights to ship (see [`validate`][dfpir.train.loop.validate]); their
+        classifier's temperature is fitted on the same samples ([`calibrate`][dfpir.train.classifier.calibrate])."""
+        joint = self.eval_joint()
+        table = validate(joint, samples, self.device)
+        if joint.classifier is not None:
+            self.calibration = calibrate(joint.classifier, samples, self.device)
+            joint.classifier.temperature = self.calibration.temperature
+        return table
 
     # --- checkpoints: our model format plus the training state, in one safetensors file ------------
 
@@ -293,6 +319,7 @@ class Trainer:
         if joint.classifier is not None:
             tensors.update({f"classifier.{k}": v for k, v in joint.classifier.state_dict().items()})
             meta["classifier_classes"] = json.dumps(joint.classifier.classes)
+            meta["classifier_temperature"] = json.dumps(joint.classifier.temperature)
         if with_training_state:
             if self.ema is not None:  # otherwise the live weights are the model./classifier. ones
                 tensors.update({f"train.{k}": v for k, v in self.joint.state_dict().items()})
@@ -329,6 +356,8 @@ class Trainer:
             ema_state = {f"module.restorer.{k[len('model.'):]}": v for k, v in tensors.items() if k.startswith("model.")}
             ema_state.update({f"module.{k}": v for k, v in tensors.items() if k.startswith("classifier.")})
             self.ema.load_state_dict({**ema_state, "n_averaged": tensors["ema.n_averaged"]})
+        if self.joint.classifier is not None:  # fitted at the last validation (none yet: 1)
+            self.eval_joint().classifier.temperature = float(meta.get("classifier_temperature", 1))
         torch.set_rng_state(tensors["rng.torch"])
         self.step = self.saved_step = int(meta["step"])
         self.best = state["best"]
@@ -442,7 +471,7 @@ def run(cfg: TrainConfig, resume: str | Path | None = None, stop_at: int | None 
         print(f"stopped after step {end} of {cfg.train.steps} (--stop-at); {out / 'last.safetensors'} saved; "
               f"continue with: python -m dfpir.train train.out_dir={out} --resume")
     if dist.main and table:
-        print(format_table(table))
+        print(format_table(table, trainer.calibration))
         print(f"results in {out}: best.safetensors (mean validation PSNR {trainer.best:.2f} dB), last.safetensors, metrics.jsonl, config.toml")
     return table
 
@@ -499,9 +528,14 @@ def after_step(trainer: Trainer, val, end: int, writer, boundary: StepBoundary) 
         mean_psnr = sum(r["psnr"] for r in table.values()) / len(table)
         with boundary.hold():
             if main:
-                log_jsonl(out / "metrics.jsonl", {"step": trainer.step, "val": table, "val_mean_psnr": mean_psnr})
+                record = {"step": trainer.step, "val": table, "val_mean_psnr": mean_psnr}
+                if trainer.calibration is not None:
+                    record["classifier"] = trainer.calibration.to_dict()
+                log_jsonl(out / "metrics.jsonl", record)
                 if writer:
                     writer.add_scalar("val/mean_psnr", mean_psnr, trainer.step)
+                    if trainer.calibration is not None:
+                        writer.add_scalar("val/classifier_ece", trainer.calibration.ece_after, trainer.step)
             if mean_psnr > trainer.best:
                 trainer.best = mean_psnr
                 if main:
@@ -542,8 +576,9 @@ def validate(joint: Joint, samples, device: torch.device) -> dict[str, dict[str,
     return {d: {k: sum(v) / len(v) if v else float("nan") for k, v in r.items()} for d, r in rows.items()}
 
 
-def format_table(table: dict[str, dict[str, float]]) -> str:
-    """The validation table as aligned text (one row per degradation, then the mean)."""
+def format_table(table: dict[str, dict[str, float]], calibration: Calibration | None = None) -> str:
+    """The validation table as aligned text (one row per degradation, then the mean), and the
+    classifier's accuracy and calibration under it when given."""
     keys = ["input_psnr", "psnr", "input_ssim", "ssim", "accuracy"]
     lines = [f"{'degradation':<12}" + "".join(f"{k:>12}" for k in ["input PSNR", "PSNR", "gain dB", "input SSIM", "SSIM", "cls acc"])]
     for name, r in list(table.items()) + [("mean", {k: sum(t[k] for t in table.values()) / len(table) for k in keys})]:
@@ -552,6 +587,8 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
         lines.append(
             f"{name:<12}{r['input_psnr']:>12.2f}{r['psnr']:>12.2f}{gain:>+12.2f}{r['input_ssim']:>12.3f}{r['ssim']:>12.3f}{accuracy:>12}"
         )
+    if calibration is not None:
+        lines.append(calibration.line())
     return "\n".join(lines)
 
 
