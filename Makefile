@@ -30,7 +30,8 @@ bench-reference: install
 demo: install
 	$(BIN)/python -m dfpir.demo
 
-# The documentation site into site/ (strict: any warning, broken link or missing object fails).
+# The documentation site into site/ (strict: any warning, broken link or missing object fails). A
+# tutorial without an executed copy in build/notebooks/ (left by make test) is run once first.
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
