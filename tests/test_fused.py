@@ -80,12 +80,59 @@ def test_fused_kernels_are_not_used_when_gradients_are_recorded(monkeypatch):
     assert model.embed.weight.grad is not None
 
 
+def count_kernel_calls(monkeypatch) -> dict[str, int]:
+    """Count the calls of the strip kernels (still running them)."""
+    calls: dict[str, int] = {}
+    for kernel in ("gdfn_", "mdta", "masked_cross_attention", "perturbation"):
+        original = getattr(fused, kernel)
+
+        def counted(*args, _name=kernel, _original=original):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(*args)
+
+        monkeypatch.setattr(fused, kernel, counted)
+    return calls
+
+
+def test_the_plain_call_is_fused_by_default_in_eval_mode_on_the_cpu(monkeypatch):
+    model = model_with(6)  # never switched: the default
+    image, prompt = torch.rand(1, 3, 24, 16), torch.randn(1, 16)
+    plain = run(model, image, prompt, False)
+    model.set_fused(None)
+    calls = count_kernel_calls(monkeypatch)
+    with torch.no_grad():
+        out = model(image, prompt)
+    assert calls.get("gdfn_", 0) > 0 and calls.get("masked_cross_attention", 0) == 4  # every block, every DGPB
+    assert (out - plain).abs().max().item() < 1e-5
+    calls.clear()
+    assert (model.restore(image, "noise25") - run(model, image, model.embed_prompts("noise25", 1), False)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("case", ["grad", "train", "autocast", "forced_off"])
+def test_the_default_stays_plain_where_the_kernels_do_not_apply(case, monkeypatch):
+    model = model_with(7)
+    model.set_fused(False if case == "forced_off" else None)
+    if case == "train":
+        model.train()
+    calls = count_kernel_calls(monkeypatch)
+    image, prompt = torch.rand(1, 3, 16, 16), torch.randn(1, 16)
+    if case == "grad":
+        model(image, prompt).sum().backward()
+    elif case == "autocast":
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(image, prompt)
+    else:
+        with torch.no_grad():
+            model(image, prompt)
+    assert calls == {}
+
+
 def test_prepare_switches_the_fused_kernels_on_and_off():
     model = model_with(5)
     prepare(model, "fused")
     assert all(b.fused for b in model.modules() if hasattr(b, "fused"))
     prepare(model, "fast")
-    assert not any(b.fused for b in model.modules() if hasattr(b, "fused"))
+    assert all(b.fused is False for b in model.modules() if hasattr(b, "fused"))
 
 
 @pytest.mark.parametrize("height, rows", [(1, 4), (7, 3), (12, 4), (13, 5)])

@@ -7,15 +7,13 @@ pixels and with the level-1 width ``dim``. Measured on CPU with fp32 (peak RSS m
 the pass, each size in a fresh process: ``python -m dfpir.bench restore --fit --sizes 128 256 320``
 for ``paper``, the same with ``--preset tiny``):
 
-======== ===== ============ ================= =================
-preset   dim   input        bytes per pixel   per unit of dim
-======== ===== ============ ================= =================
-paper    48    128 x 128    18,000            375
-paper    48    256 x 256    12,170            254
-paper    48    320 x 320     9,975            208
-tiny     16    128 x 128     4,050            253
-tiny     16    256 x 256     4,030            252
-======== ===== ============ ================= =================
+| preset | dim | input | bytes per pixel | per unit of dim |
+|---|---|---|---|---|
+| paper | 48 | 128 x 128 | 18,000 | 375 |
+| paper | 48 | 256 x 256 | 12,170 | 254 |
+| paper | 48 | 320 x 320 | 9,975 | 208 |
+| tiny | 16 | 128 x 128 | 4,050 | 253 |
+| tiny | 16 | 256 x 256 | 4,030 | 252 |
 
 The bytes per pixel fall with size for ``paper`` (a few hundred MB of the peak does not scale
 with the image: allocator arenas, weights' working copies), so one slope-only constant is

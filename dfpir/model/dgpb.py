@@ -37,8 +37,9 @@ class DGPB(nn.Module):
         Top-k mask ratio.
     """
 
-    #: Run [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels when no gradient is needed (see [`DFPIR.set_fused`][dfpir.model.network.DFPIR.set_fused]).
-    fused: bool = False
+    #: Run [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels when no gradient is needed: True, False, or
+    #: None to decide per call ([`fused.wanted`][dfpir.model.fused.wanted]; see [`DFPIR.set_fused`][dfpir.model.network.DFPIR.set_fused]).
+    fused: bool | None = None
 
     def __init__(
         self,
@@ -61,7 +62,7 @@ class DGPB(nn.Module):
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         """Features (B, C, H, W) and prompt embeddings (B, prompt_dim) -> (B, C, H, W)."""
-        if self.fused and not torch.is_grad_enabled():
+        if fused.wanted(self.fused, self, x):
             q = fused.perturbation(self.perturb, x, prompt)
             a = fused.masked_cross_attention(self.attn, q, self.norm_q, x, self.norm_kv)
             return fused.gdfn_(self.norm_ffn, self.ffn, a)  # a is ours to overwrite

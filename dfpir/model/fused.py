@@ -47,6 +47,23 @@ STRIP_BYTES = 16 * 2**20
 CHANNEL_ALIGN = 16
 
 
+def wanted(switch: bool | None, module: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether a block runs the strip kernels on ``x``.
+
+    Never while gradients are recorded (training derives its backward from the plain modules).
+    ``switch`` is the block's ``fused`` setting: True or False as set by
+    [`DFPIR.set_fused`][dfpir.model.network.DFPIR.set_fused]; ``None`` (the default) decides by itself: in eval
+    mode, on the CPU, in float32 or float64 without autocast, where the kernels are faster than the
+    plain modules (on CUDA they are not).
+    """
+    if torch.is_grad_enabled():
+        return False
+    if switch is not None:
+        return switch
+    return (not module.training and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu"))
+
+
 def strip_rows(width: int, channels: int, height: int) -> int:
     """Rows per strip so that a (channels, rows, width) float32 tensor is at most about
     STRIP_BYTES, with the height split into strips of equal size (no small last strip)."""

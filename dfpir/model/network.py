@@ -189,8 +189,10 @@ class DFPIR(nn.Module):
         with torch.set_grad_enabled(grad):
             return self(image, self.embed_prompts(degradation, image.shape[0]))
 
-    def set_fused(self, on: bool = True) -> "DFPIR":
-        """Switch every transformer block and DGPB to [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels (or back).
+    def set_fused(self, on: bool | None = True) -> "DFPIR":
+        """Switch every transformer block and DGPB to [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels (True),
+        to the plain modules (False), or back to the default (None): the kernels wherever they are
+        faster, that is in eval mode on the CPU ([`fused.wanted`][dfpir.model.fused.wanted]).
 
         The kernels take effect only when no gradient is recorded (``torch.no_grad`` or
         ``inference_mode``); training always runs the plain modules.

@@ -14,8 +14,9 @@ from .layernorm import LayerNorm
 class TransformerBlock(nn.Module):
     """``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``, with two separate LayerNorms."""
 
-    #: Run [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels when no gradient is needed (see [`DFPIR.set_fused`][dfpir.model.network.DFPIR.set_fused]).
-    fused: bool = False
+    #: Run [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels when no gradient is needed: True, False, or
+    #: None to decide per call ([`fused.wanted`][dfpir.model.fused.wanted]; see [`DFPIR.set_fused`][dfpir.model.network.DFPIR.set_fused]).
+    fused: bool | None = None
 
     def __init__(self, channels: int, heads: int, expansion: float, bias: bool, with_bias_norm: bool) -> None:
         super().__init__()
@@ -26,7 +27,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x + MDTA(LN(x))``, then ``x + GDFN(LN(x))``; shape unchanged."""
-        if self.fused and not torch.is_grad_enabled():
+        if fused.wanted(self.fused, self, x):
             return fused.gdfn_(self.norm2, self.ffn, fused.mdta(self.norm1, self.attn, x))  # mdta: a new tensor
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
