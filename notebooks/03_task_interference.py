@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from IPython.display import Markdown, display
+
 import dfpir
 from dfpir import analysis
 from dfpir.data import SyntheticDataset, builtin_photos
@@ -80,18 +82,18 @@ else:
 
 # %% [markdown]
 # **Held-out PSNR** per arm and degradation (dB), the mean over seeds with its 95% Student-t
-# interval (`±`); a single seed has no interval. The inputs' own PSNR is the first row, for
+# interval (`±`); a single seed has no interval. The inputs' own PSNR is the last row, for
 # scale.
 
 # %%
 def show(lines):
-    print("\n".join(lines))
+    """A table of the report, rendered as Markdown (plain text outside Jupyter)."""
+    display(Markdown("\n".join(lines)))
 
 
 if table:
     inputs = {d: np.mean([r["metrics"][d]["input_psnr"] for r in records if d in r["metrics"]]) for d in table.degradations}
-    print("input (degraded)  " + "  ".join(f"{d}={v:.2f}" for d, v in inputs.items()))
-    show(report.quality_section(table, "psnr", 2))
+    show(report.quality_section(table, "psnr", 2) + ["| input (degraded) | | " + " | ".join(f"{v:.2f}" for v in inputs.values()) + " | |"])
 
 # %% [markdown]
 # **Paired differences** against `dfpir`: for each seed, the arm's PSNR minus dfpir's on the same
