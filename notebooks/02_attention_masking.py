@@ -269,7 +269,7 @@ model_change = []
 with torch.no_grad():
     full = analysis.ablate(model, "no_mask").restore(image, "noise25")
     for r in ratios:
-        variant = dfpir.DFPIR(model.config.replace(keep_ratio=r), prompts=model.prompts)
+        variant = dfpir.DFPIR(model.config.replace(keep_ratio=r), prompts=model.prompts).eval()  # as `model`: same code path
         variant.load_state_dict(model.state_dict())
         model_change.append(float((variant.restore(image, "noise25") - full).norm() / full.norm()))
 

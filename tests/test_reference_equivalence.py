@@ -183,7 +183,8 @@ def test_every_public_reference_function_has_a_row() -> None:
 def block_kernels(block: str) -> set[str]:
     """The ``fused.<kernel>`` functions that ``dfpir/model/<block>.py`` calls (read from its source)."""
     tree = ast.parse(Path(fused.__file__).with_name(f"{block}.py").read_text(encoding="utf-8"))
-    return {node.func.attr for node in ast.walk(tree)
+    return {node.func.attr for node in ast.walk(tree) if node is not None
+            and not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "wanted")  # the switch, not a kernel
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
             and isinstance(node.func.value, ast.Name) and node.func.value.id == "fused"}
 
