@@ -12,6 +12,20 @@
 """
 
 from .ablations import ABLATIONS, ablate, build_model, identity_orders_
+from .anchors import (
+    bm3d_available,
+    denoise_bm3d,
+    denoise_nlm,
+    wiener_true_kernel,
+    FixedWiener,
+    min_filter,
+    box_mean,
+    guided_filter,
+    dark_channel,
+    estimate_airlight,
+    Dehazed,
+    dark_channel_prior,
+)
 from .blur_bound import WIENER_NSRS, deblur_bound
 from .cli import build_parser, main, run_blur_bound, run_interference
 from .interference import (
@@ -63,6 +77,19 @@ __all__ = [
     "plot_interference",
     "plot_layer_matrices",
     "plot_matrix",
+    # classical anchors
+    "bm3d_available",
+    "denoise_bm3d",
+    "denoise_nlm",
+    "wiener_true_kernel",
+    "FixedWiener",
+    "min_filter",
+    "box_mean",
+    "guided_filter",
+    "dark_channel",
+    "estimate_airlight",
+    "Dehazed",
+    "dark_channel_prior",
     # the deblurring bound
     "WIENER_NSRS",
     "deblur_bound",

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m dfpir.bench [forward|train|compare|profile|restore|reference] [options]``.
+"""Benchmarks: ``python -m dfpir.bench [forward|train|compare|profile|restore|reference|heldout] [options]``.
 
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
 - ``train``: time of one training step (forward, L1 loss, backward, Adam) per preset, patch size
@@ -10,7 +10,9 @@
 - ``profile``: where one forward pass of a variant spends its time, per torch operator
   (``torch.profiler``), with each operator's share of the total;
 - ``restore``: tiled restoration of 1, 4 and 16 megapixels (delegates to ``dfpir.bench.restore``);
-- ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench.reference``).
+- ``reference``: the NumPy reference's op timings (delegates to ``dfpir.bench.reference``);
+- ``heldout``: restoration quality on the held-out photos, photo by photo, beside classical
+  anchors (delegates to ``dfpir.bench.heldout``).
 
 Every run of ``forward``, ``train``, ``compare`` or ``profile`` prints a text table and, with
 ``--json FILE``, writes the numbers with the machine's description. Nothing here is asserted by
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(prog="python -m dfpir.bench", description=__doc__.split("\n\n")[0],
                       epilog="Every suite runs each preset at every size and batch given.")
     p.add_argument("suite", nargs="?", default="forward", choices=["forward", "train", "compare", "profile"],
-                   help="what to time (default forward); restore and reference take their own options: "
+                   help="what to time (default forward); restore, reference and heldout take their own options: "
                         "python -m dfpir.bench restore --help")
     p.add_argument("--presets", nargs="+", metavar="PRESET", help="model presets (default: tiny small paper; profile: paper)")
     p.add_argument("--sizes", type=int, nargs="+", metavar="PX",
@@ -241,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         from .reference import main as reference_main
 
         return reference_main(argv[1:])
+    if argv[:1] == ["heldout"]:  # imported here: scikit-image's restoration module is slow to load
+        from .heldout import main as heldout_main
+
+        return heldout_main(argv[1:])
     args = build_parser().parse_args(argv)
     check_args(args)
     if args.threads:
