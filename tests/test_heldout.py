@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from dfpir.analysis import anchors
-from dfpir.analysis.anchors import FixedWiener, box_mean, dark_channel, dark_channel_prior, guided_filter, min_filter
+from dfpir.analysis.anchors import (
+    FixedWiener,
+    box_mean,
+    dark_channel,
+    dark_channel_prior,
+    guided_filter,
+    min_filter,
+)
 from dfpir.bench import heldout
 from dfpir.bench import suites as bench
 from dfpir.bench.heldout import PhotoRow, Score
@@ -53,7 +60,7 @@ def report(photos, tmp_path_factory) -> dict:
 
 def test_the_report_has_every_photo_and_degradation(report):
     assert list(report["degradations"]) == synthetic_names()
-    for d, rep in report["degradations"].items():
+    for rep in report["degradations"].values():
         assert [p["photo"] for p in rep["photos"]] == ["leaf", "stone"]
         assert all(max(p["size"]) == 64 for p in rep["photos"])  # --max-side shrank them
         for p in rep["photos"]:
@@ -126,7 +133,7 @@ def test_bm3d_limit_runs_it_on_the_first_photos_and_says_so(photos, monkeypatch,
     assert heldout.main(argv) == 0
     out = capsys.readouterr().out
     assert calls == [50.0]
-    assert "BM3D ran on 1 of 2 photos; on those, oracle gains" in out and "BM3D +0.00" in out
+    assert "BM3D ran on 1 of 2 photos; on those, oracle gains" in out and "BM3D +0.00 (1 photos)" in out
 
 
 # --------------------------------------------------------------------------- the tables

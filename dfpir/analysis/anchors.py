@@ -134,7 +134,7 @@ class FixedWiener:
     autocorrelation: torch.Tensor
 
     @classmethod
-    def from_ensemble(cls, ensemble: torch.Tensor) -> "FixedWiener":
+    def from_ensemble(cls, ensemble: torch.Tensor) -> FixedWiener:
         """The filter of (N, K, K) kernels drawn from the distribution (K odd)."""
         k = ensemble.shape[-1]
         side = 2 * k - 1  # lags -(K-1)..K-1: a canvas this wide holds them without wrapping

@@ -26,16 +26,24 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from ..analysis.anchors import FixedWiener, bm3d_available, dark_channel_prior, denoise_bm3d, denoise_nlm, wiener_true_kernel
+from ..analysis.anchors import (
+    FixedWiener,
+    bm3d_available,
+    dark_channel_prior,
+    denoise_bm3d,
+    denoise_nlm,
+    wiener_true_kernel,
+)
 from ..analysis.blur_bound import WIENER_NSRS
 from ..data.corpus import downscale
 from ..data.pairs import pair_generator
@@ -284,7 +292,7 @@ def summary(report: dict[str, Any], kinds: Sequence[str]) -> list[dict[str, Any]
         if "auto" in kinds:
             line["auto"]["not_below_input"] = rep["mean"]["auto"]["gain"] >= 0
             line["auto"]["right"] = rep["auto_right"]
-        line["anchors"] = {a: m["gain"] for a, m in rep["mean"]["anchors"].items() if m is not None}
+        line["anchors"] = {a: {"gain": m["gain"], "photos": m["photos"]} for a, m in rep["mean"]["anchors"].items() if m is not None}
         lines.append(line)
     return lines
 
@@ -346,7 +354,7 @@ def summary_markdown(lines: list[dict[str, Any]], kinds: Sequence[str]) -> list[
     """The summary table: mean gain per degradation against its target, met or missed."""
     header = ["degradation", "target"]
     for k in kinds:
-        header += [f"DFPIR ({k})", "target", "worse"] + (["never below input", "auto right"] if k == "auto" else [])
+        header += [f"DFPIR ({k})", "met", "worse"] + (["never below input", "auto right"] if k == "auto" else [])
     header.append("anchors")
     rows = []
     for line in lines:
@@ -357,7 +365,8 @@ def summary_markdown(lines: list[dict[str, Any]], kinds: Sequence[str]) -> list[
             row += [_db(s["gain"]), "-" if s["met"] is None else ("met" if s["met"] else "missed"), f"{s['worse']}/{line['photos']}"]
             if k == "auto":
                 row += ["met" if s["not_below_input"] else "missed", f"{s['right']}/{line['photos']}"]
-        row.append(", ".join(f"{a} {_db(g)}" for a, g in line["anchors"].items()) or "-")
+        row.append(", ".join(f"{a} {_db(m['gain'])}" + (f" ({m['photos']} photos)" if m["photos"] < line["photos"] else "")
+                             for a, m in line["anchors"].items()) or "-")
         rows.append(row)
     return ["## Summary: mean gain (dB) over the photos against the targets", "", *_table(header, rows)]
 
@@ -393,8 +402,8 @@ def evaluate(photos: list[tuple[str, np.ndarray]], degradations: Sequence[str], 
 
 def build_report(rows: dict[str, list[PhotoRow]], kinds: Sequence[str], anchors: Anchors, settings: dict[str, Any]) -> dict[str, Any]:
     """The JSON-able report: settings, notes, per-degradation numbers and the summary."""
-    notes = [f"inputs: each photo degraded from a generator seeded by (photo name, degradation), seed {SEED}, "
-             "as `python -m dfpir.data degrade` writes them (8 bits); gains are restored minus input PSNR (dB, RGB)"]
+    notes = [(f"inputs: each photo degraded from a generator seeded by (photo name, degradation), seed {SEED}, "
+              "as `python -m dfpir.data degrade` writes them (8 bits); gains are restored minus input PSNR (dB, RGB)")]
     if not anchors.bm3d:
         notes.append("BM3D: the bm3d package is not installed (pip install bm3d); noise has non-local means only")
     elif anchors.bm3d_limit == 0:
