@@ -68,20 +68,26 @@ class Report:
         tqdm.write(f"error: {reason}", file=sys.stderr)
 
 
+def add_restorer_options(p: argparse.ArgumentParser) -> None:
+    """The options of a [`Restorer`][dfpir.inference.runner.Restorer] (weights, device, precision,
+    tiling, memory, the auto confidence threshold), shared by ``restore`` and ``dfpir.app``."""
+    p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped demo weights)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
+    p.add_argument("--tile", type=int, help="tile side in pixels (0: never tile; default: from the memory budget)")
+    p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on CPU)")
+    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
+                   help=f"with auto: report a guess below this confidence as low (default {MIN_CONFIDENCE})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = CommandParser(prog="python -m dfpir.restore", description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--outdir", required=True, type=Path, help="folder for the restored images")
     p.add_argument("--degradation", required=True, help="degradation name, 'auto', or free text")
-    p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped demo weights)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
-    p.add_argument("--tile", type=int, help="tile side in pixels (0: never tile; default: from the memory budget)")
-    p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on CPU)")
+    add_restorer_options(p)
     p.add_argument("--suffix", default="", help="added to each output's file stem, e.g. _restored")
-    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
-                   help=f"with auto: report a guess below this confidence as low (default {MIN_CONFIDENCE})")
     p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
     return p
 

@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 
 from ..errors import CommandParser, UserError, cli_main
-from ..inference.runner import MIN_CONFIDENCE, PRECISIONS, Restorer, budget_bytes
+from ..inference.runner import Restorer, budget_bytes
+from ..restore import add_restorer_options
 from .ui import build_app, require_gradio, serve
 
 
@@ -23,14 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = CommandParser(prog="python -m dfpir.app",
                       description="A local web app: upload photos, restore them, compare before and after, download.")
-    p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped demo weights)")
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the first free one from 7860)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
-    p.add_argument("--tile", type=int, help="tile side in pixels (0: never tile; default: from the memory budget)")
-    p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on CPU)")
-    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
-                   help=f"with auto: flag a guess below this confidence as low (default {MIN_CONFIDENCE})")
+    add_restorer_options(p)
     return p
 
 
