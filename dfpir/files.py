@@ -1,10 +1,12 @@
-"""Writing outputs safely: atomic files and output folders checked before long work.
+"""Files: writing outputs safely (atomic files, output folders checked before long work) and
+hashing them.
 
-Nothing here knows about the model; every command that writes goes through these two helpers.
+Nothing here knows about the model; every command that writes goes through these helpers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -65,3 +67,12 @@ def check_output_folder(folder: Path) -> None:
                 p.rmdir()
             except OSError:  # not empty, or never made: it and its parents stay
                 break
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()

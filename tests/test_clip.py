@@ -25,10 +25,10 @@ from dfpir.clip.tokenizer import (
     clean,
     default_tokenizer,
     extra_available,
-    file_sha256,
 )
 from dfpir.degradations import DEGRADATIONS
 from dfpir.errors import UserError
+from dfpir.files import file_sha256
 from dfpir.model.prompts import PromptBank
 
 pytestmark = pytest.mark.usefixtures("one_thread")

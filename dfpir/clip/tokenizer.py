@@ -21,7 +21,6 @@ with the optional extra, ``pip install 'dfpir[clip]'``.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import html
 from functools import cache
 from pathlib import Path
@@ -90,15 +89,6 @@ def read_merges(path: Path = VOCAB_FILE) -> list[tuple[str, str]]:
     except (OSError, EOFError) as exc:
         raise UserError(f"cannot read CLIP's BPE vocabulary {path}: {exc}; reinstall dfpir") from None
     return [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]  # type: ignore[misc]
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 class ClipTokenizer:

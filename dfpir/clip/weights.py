@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..files import atomic_write
 from ..progress import progress
 from .text_encoder import VIT_B_32, ClipTextConfig, ClipTextEncoder
-from .tokenizer import file_sha256
+from ..files import file_sha256
 
 VIT_B_32_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
 VIT_B_32_URL = f"https://openaipublic.azureedge.net/clip/models/{VIT_B_32_SHA256}/ViT-B-32.pt"

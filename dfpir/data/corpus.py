@@ -22,7 +22,6 @@ that is not installed is reported with the command that installs it.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import importlib.metadata
 import importlib.util
 import io
@@ -38,7 +37,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms, ImageOps
 
 from ..errors import UserError
-from ..files import atomic_write, check_output_folder
+from ..files import atomic_write, check_output_folder, file_sha256
 from ..progress import progress
 
 HELDOUT_ROOT = Path("/usr/share/backgrounds/mate")
@@ -387,15 +386,6 @@ def check_not_heldout(path: Path) -> None:
                             "remove it from the training sources")
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def to_srgb8(im: PILImage.Image) -> tuple[PILImage.Image, list[str]]:
     """``im`` as 8-bit RGB in sRGB, and the conversions that took.
 
@@ -527,7 +517,7 @@ def photo_jobs(sources: Sequence[Source], max_side: int, folder: str, *, refuse_
             entry = {"source": source.package, "version": version, "original": shown,
                      "licence": source.licence_of(photo), "copyright": source.copyright_of(photo), "shows": photo.shows}
             file = f"{folder}/{source.package}/{photo.stem}.png" if by_package else f"{folder}/{photo.stem}.png"
-            jobs.append(Written(file, _photo_maker(path, max_side, entry), entry, {"source_sha256": sha256(path), "max_side": max_side}))
+            jobs.append(Written(file, _photo_maker(path, max_side, entry), entry, {"source_sha256": file_sha256(path), "max_side": max_side}))
     return jobs, missing
 
 
@@ -617,7 +607,7 @@ def _build(out: Path, jobs: list[Written], missing: list[Missing], settings: dic
         for job in jobs:
             target = out / job.file
             old = previous.get(job.file)
-            if old is not None and old.get("recipe") == job.recipe and target.is_file() and sha256(target) == old.get("sha256"):
+            if old is not None and old.get("recipe") == job.recipe and target.is_file() and file_sha256(target) == old.get("sha256"):
                 report.entries.append({**old, **job.entry})  # the table's text and the version may have changed
                 report.unchanged += 1
             else:
@@ -629,7 +619,7 @@ def _build(out: Path, jobs: list[Written], missing: list[Missing], settings: dic
                     continue
                 atomic_write(target, lambda tmp, image=image: image.save(tmp, format="PNG"))
                 report.entries.append({"file": job.file, **job.entry, "size": list(image.size),
-                                       "sha256": sha256(target), "recipe": job.recipe})
+                                       "sha256": file_sha256(target), "recipe": job.recipe})
                 report.written += 1
             bar.update(1)
     made = {e["file"] for e in report.entries}

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from ..degradations import DEGRADATIONS, noise_names

@@ -7,7 +7,8 @@
 - [`runner`][dfpir.study.runner]: [`run_grid`][dfpir.study.runner.run_grid], resumable, one JSON result file per run;
 - [`stats`][dfpir.study.stats]: intervals over seeds, paired differences;
 - [`report`][dfpir.study.report]: tables, plots and the conclusion from the result files alone ([`write_report`][dfpir.study.report.write_report]);
-- [`cli`][dfpir.study.cli]: ``python -m dfpir.study run | report``.
+- [`recipes`][dfpir.study.recipes]: the motion-blur training recipes, seeds x variants, scored against the linear-filter bounds;
+- [`cli`][dfpir.study.cli]: ``python -m dfpir.study run | report | blur-recipes | blur-report``.
 """
 
 from .arms import ARMS, Arm, arm_config, initial_model, matched_blocks, shared_orders_

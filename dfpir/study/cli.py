@@ -3,12 +3,17 @@
     python -m dfpir.study run --heldout /usr/share/backgrounds/mate/nature [--device cuda]
     python -m dfpir.study run --heldout /usr/share/backgrounds/mate/nature --arms dfpir,restormer --seeds 0,1
     python -m dfpir.study report
+    python -m dfpir.study blur-recipes --heldout /usr/share/backgrounds/mate/nature [--corpus data/corpus]
+    python -m dfpir.study blur-report
 
 ``run`` trains, measures and records every run of the grid (``--grid``, default ``default``; or
 only those of ``--arms`` and ``--seeds``: the pilot) not yet recorded (a stopped study
 continues where it stopped; see [`runner`][dfpir.study.runner]); checkpoints go under
 ``runs/study/GRID`` (git-ignored), one JSON file per run under ``results/study/GRID``.
 ``report`` turns those JSON files alone into ``results/study/GRID/report/`` ([`report`][dfpir.study.report]).
+``blur-recipes`` trains and scores the motion-blur recipes of [`recipes`][dfpir.study.recipes] not yet
+recorded under ``results/recipes/blur`` (checkpoints under ``runs/recipes/blur``); ``blur-report``
+writes their ``report.md``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import CommandParser, check_at_least, cli_main
+from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..train.config import validate
 from ..train.loop import pick_device, plain_warnings
+from . import recipes
 from .grid import GRIDS, get_grid
 from .measure import heldout_set
 from .report import write_report
@@ -56,13 +62,49 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid", default="default", help=f"whose results: {grids} (default: default)")
     g.add_argument("--results", metavar="DIR", help="result files' folder (default results/study/GRID)")
     g.add_argument("--out", metavar="DIR", help="the report's folder (default RESULTS/report)")
+    b = sub.add_parser("blur-recipes", help="train and score the motion-blur recipes not yet recorded")
+    b.add_argument("--heldout", required=True, metavar="DIR", help="clean photos nothing trains on (as for run)")
+    b.add_argument("--corpus", default="data/corpus", metavar="DIR",
+                   help="the training photos (default data/corpus, from `python -m dfpir.data corpus -o data/corpus`)")
+    b.add_argument("--variants", type=_names, metavar="A,B",
+                   help=f"only these recipes: {', '.join(v.name for v in recipes.VARIANTS)} (default: all)")
+    b.add_argument("--seeds", type=_seeds, default=list(recipes.SEEDS), metavar="S,T", help="default 0,1,2")
+    b.add_argument("--device", default="auto", help="auto (the default), cpu, cuda or cuda:N")
+    b.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    b.add_argument("--runs", default="runs/recipes/blur", metavar="DIR", help="checkpoints' folder (default runs/recipes/blur)")
+    b.add_argument("--results", default=BLUR_RESULTS, metavar="DIR", help=f"result files' folder (default {BLUR_RESULTS})")
+    br = sub.add_parser("blur-report", help="the blur recipes' report.md from their result files")
+    br.add_argument("--results", default=BLUR_RESULTS, metavar="DIR", help=f"result files' folder (default {BLUR_RESULTS})")
     return p
+
+
+BLUR_RESULTS = "results/recipes/blur"
+
+
+def blur_recipes(args: argparse.Namespace) -> int:
+    """The ``blur-recipes`` command."""
+    check_at_least("--threads", args.threads, 0, "0: torch's default")
+    if not (Path(args.corpus) / "manifest.json").is_file():
+        raise UserError(f"--corpus {args.corpus}: no corpus there; make it with `python -m dfpir.data corpus -o {args.corpus}`")
+    for name in args.variants or ():
+        recipes.variant(name)
+    pick_device(args.device)
+    with plain_warnings():
+        files = recipes.run_all(args.corpus, args.heldout, Path(args.runs), Path(args.results), args.variants,
+                                args.seeds, args.device, args.threads)
+    print(f"{len(files)} result files in {args.results}; the report: python -m dfpir.study blur-report")
+    return 0
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m dfpir.study run|report ...``; returns the exit code."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "blur-recipes":
+        return blur_recipes(args)
+    if args.command == "blur-report":
+        print(recipes.write_report(Path(args.results)))
+        return 0
     results = Path(args.results or f"results/study/{args.grid}")
     if args.command == "report":
         for path in write_report(results, Path(args.out) if args.out else results / "report"):
