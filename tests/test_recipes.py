@@ -1,0 +1,92 @@
+"""The blur-recipe experiment: runs, result files, resuming and the report's verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dfpir.errors import UserError
+from dfpir.study import recipes
+from dfpir.study.cli import main
+from dfpir.study.stats import Interval
+
+from .test_study import photos
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["model.dim=8", "model.num_refinement_blocks=0", "train.steps=2", "train.val_every=2", "train.ckpt_every=1",
+        "train.log_every=1", "optim.warmup_steps=0", "data.patch_size=16", "data.val_crop=16", "data.val_patches_per_image=1",
+        "data.holdout=2"]
+SMALL_EVAL = {"side": 0, "crop": 40, "count": 2, "patch": 8, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipes")
+    corpus = photos(tmp / "corpus", count=4)
+    (corpus / "manifest.json").write_text("{}")
+    return corpus, photos(tmp / "heldout", count=2)
+
+
+def run(folders, tmp, names=("base", "fft"), seeds=(0, 1)):
+    corpus, heldout = folders
+    return recipes.run_all(str(corpus), str(heldout), tmp / "runs", tmp / "results", names, seeds, "cpu", 1, TINY, SMALL_EVAL)
+
+
+def test_each_run_is_recorded_and_reported(folders, tmp_path, capsys):
+    files = run(folders, tmp_path)
+    assert [f.name for f in files] == ["base-s0.json", "fft-s0.json", "base-s1.json", "fft-s1.json"]
+    fft = json.loads((tmp_path / "results" / "fft-s1.json").read_text())
+    assert fft["config"]["optim"]["fft_weight"] == 0.1 and fft["config"]["train"]["seed"] == 1
+    assert fft["config"]["data"]["degradations"] == ["blur"] and fft["config"]["data"]["layout"] == "clean"
+    assert fft["wiener_psnr"] > fft["input_psnr"]
+    text = recipes.report(tmp_path / "results")
+    assert "| base | 0,1 |" in text and "| fft | 0,1 |" in text and "patch128 |" not in text
+    assert main(["blur-report", "--results", str(tmp_path / "results")]) == 0
+    assert (tmp_path / "results" / "report.md").read_text() == text
+    # A second call trains nothing: every run is recorded.
+    capsys.readouterr()
+    run(folders, tmp_path)
+    assert capsys.readouterr().out.count("done, skipped") == 4
+
+
+def test_an_interrupted_run_continues_from_its_checkpoint(folders, tmp_path):
+    corpus, heldout = folders
+    base = recipes.variant("base")
+    cfg = recipes.run_config(base, 0, str(corpus), tmp_path / "runs", "cpu", 1, TINY)
+    from dfpir.train import run as train_run
+
+    train_run(cfg, stop_at=1)  # killed after step 1
+    run(folders, tmp_path, names=("base",), seeds=(0,))
+    straight = tmp_path / "straight"
+    run(folders, straight, names=("base",), seeds=(0,))
+    a = json.loads((tmp_path / "results" / "base-s0.json").read_text())
+    b = json.loads((straight / "results" / "base-s0.json").read_text())
+    assert a["model_psnr"] == b["model_psnr"]
+
+
+def test_a_result_made_with_another_recipe_is_refused(folders, tmp_path):
+    run(folders, tmp_path, names=("base",), seeds=(0,))
+    path = tmp_path / "results" / "base-s0.json"
+    values = json.loads(path.read_text())
+    values["config"]["optim"]["lr"] = 5.0
+    path.write_text(json.dumps(values))
+    with pytest.raises(UserError, match="another config"):
+        run(folders, tmp_path, names=("base",), seeds=(0,))
+
+
+def test_verdicts_follow_the_paired_interval():
+    assert recipes.verdict(Interval(0.3, 0.2, 3)) == "helps"
+    assert recipes.verdict(Interval(-0.3, 0.2, 3)) == "hurts"
+    assert recipes.verdict(Interval(0.3, 0.4, 3)) == "no difference beyond the seeds' spread"
+    assert recipes.verdict(Interval(0.3, float("nan"), 1)) == "too few seeds"
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["blur-recipes", "--heldout", str(tmp_path), "--corpus", str(tmp_path / "none")]) != 0
+    assert "python -m dfpir.data corpus" in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown blur recipe"):
+        recipes.variant("sharpen")
+    assert main(["blur-report", "--results", str(tmp_path)]) != 0
+    assert "no result files" in capsys.readouterr().err
