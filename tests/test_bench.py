@@ -22,6 +22,9 @@ def test_compare_reports_every_variant_against_the_first(tmp_path, capsys):
     assert [r["variant"] for r in rows] == ["plain", "fast", "fused"]
     assert rows[0]["speedup"] == 1.0 and rows[0]["max_abs_diff"] == 0.0
     assert all(r["median_s"] > 0 and r["max_abs_diff"] < 1e-4 for r in rows)
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["threads"] == 1 and machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"{machine['logical_cores']} logical cores, torch using 1 threads" in capsys.readouterr().out
 
 
 def test_compare_alternates_presets_too(tmp_path, capsys):

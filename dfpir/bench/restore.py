@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import CommandParser, UserError, check_at_least, cli_main
+from .machine import machine, machine_line
 
 
 def _rss_now() -> int:
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         result = child_fit(args.sizes[0], args.preset) if args.fit else child(args.sizes[0], args.preset, args.max_tiles, args.memory_gb)
         print(json.dumps(result))
         return 0
+    print(machine_line(machine()))
     print(f"preset {args.preset}, CPU, {torch.get_num_threads()} threads, random weights")
     for size in args.sizes:
         extra = ["--fit"] if args.fit else (["--max-tiles", str(args.max_tiles)] if args.max_tiles is not None else [])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -40,19 +39,7 @@ from ..model.network import DFPIR
 from ..inference.runner import resolve_device
 from ..inference.speed import reuse_freed_memory
 from .layouts import VARIANTS, prepare
-
-
-def machine() -> dict[str, str | int]:
-    """What the numbers were measured on."""
-    info: dict[str, str | int] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name()
-    return info
+from .machine import machine, machine_line
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -252,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator = "reuse freed memory" if args.reuse_memory and reuse_freed_memory() else "default"
+    print(machine_line(machine()))
     print(f"malloc: {allocator}")
     device = resolve_device(args.device)
     grid = [(size, batch) for size in args.sizes for batch in args.batches]
