@@ -72,6 +72,30 @@ def test_the_report_has_every_photo_and_degradation(report):
     assert [line["degradation"] for line in report["summary"]] == synthetic_names()
 
 
+def test_auto_is_scored_on_clean_photos_too_with_a_confusion_matrix(report):
+    clean = report["clean"]
+    assert [p["photo"] for p in clean["photos"]] == ["leaf", "stone"]
+    assert clean["right"] == sum(p["pick"] == "clean" for p in clean["photos"])
+    for p in clean["photos"]:  # a photo called clean is left exactly as it is
+        assert (p["psnr_to_photo"] == "inf") == (p["pick"] == "clean")
+    c = report["confusion"]
+    assert list(c["matrix"]) == [*synthetic_names(), "clean"] and c["images"] == 2 * (len(synthetic_names()) + 1)
+    picks = {d: [p["auto"]["pick"] for p in rep["photos"]] for d, rep in report["degradations"].items()}
+    picks["clean"] = [p["pick"] for p in clean["photos"]]
+    for truth, row in c["matrix"].items():
+        assert row == {pick: picks[truth].count(pick) for pick in set(picks[truth])}
+    assert c["right"] == sum(picks[t].count(t) for t in picks) and c["met"] == (c["right"] / c["images"] >= 0.95)
+    text = heldout.to_markdown(report)
+    assert "## auto: confusion matrix" in text and f"right on {c['right']} of {c['images']} images" in text
+
+
+def test_oracle_alone_classifies_nothing(photos, tmp_path):
+    out = tmp_path / "oracle.json"
+    argv = ["--photos", str(photos), "--max-side", "32", "--degradations", "rain", "--format", "json", "-o", str(out)]
+    assert heldout.main(argv) == 0
+    assert "confusion" not in json.loads(out.read_text())
+
+
 def test_each_degradation_has_its_anchors(report):
     got = {d: set(rep["mean"]["anchors"]) for d, rep in report["degradations"].items()}
     assert got == {"noise15": {heldout.NLM}, "noise25": {heldout.NLM}, "noise50": {heldout.NLM}, "rain": set(), "haze": {heldout.DCP},

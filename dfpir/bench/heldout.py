@@ -15,7 +15,10 @@ the nature photos of the Debian package ``mate-backgrounds``, which nothing trai
    the fixed filter for blur, the dark-channel prior for haze;
 4. one table per degradation gives each photo's input PSNR, restored PSNR and gain, each anchor's
    gain, the means, and the photos that came out worse than their input; a summary compares the
-   mean gains with the targets of [`TARGETS`][dfpir.bench.heldout.TARGETS].
+   mean gains with the targets of [`TARGETS`][dfpir.bench.heldout.TARGETS];
+5. with ``auto``, the undegraded photos are classified too (``clean``: a right pick leaves the
+   photo as it is), and a confusion matrix counts every pick, the clean photos included, against
+   [`AUTO_TARGET`][dfpir.bench.heldout.AUTO_TARGET].
 
 Gains are restored minus input PSNR in dB, on RGB in [0, 1], over the whole photo.
 """
@@ -55,6 +58,7 @@ from ..files import atomic_write, check_output_folder
 from ..images import read_image
 from ..inference.runner import Restorer, budget_bytes
 from ..metrics import psnr, ssim
+from ..model.classifier import CLEAN
 from ..progress import TileProgress, progress
 
 SEED = 0
@@ -65,6 +69,9 @@ MAKE_PHOTOS = "python -m dfpir.data heldout -o data/heldout"
 
 TARGETS: dict[str, float] = {"noise25": 8.0, "noise50": 10.0, "rain": 4.0, "haze": 4.0, "lowlight": 10.0, "blur": 1.5}
 """Issue 22's targets: mean gain (dB) over the held-out photos, restored minus degraded input."""
+
+AUTO_TARGET = 0.95
+"""Issue 22's target for ``auto``: the share of held-out images (clean ones included) it names right."""
 
 FIXED_ENSEMBLE = 2048
 """Camera shakes the fixed Wiener filter is made for, drawn with seed ``FIXED_SEED``:
@@ -378,7 +385,28 @@ def to_markdown(report: dict[str, Any]) -> str:
              f"- prompt: {', '.join(kinds)}", *(f"- {n}" for n in report["notes"]), ""]
     for d, rep in report["degradations"].items():
         lines += degradation_markdown(d, rep, kinds)
+    if "confusion" in report:
+        lines += clean_markdown(report["clean"]) + confusion_markdown(report["confusion"])
     return "\n".join(lines + summary_markdown(report["summary"], kinds))
+
+
+def clean_markdown(rep: dict[str, Any]) -> list[str]:
+    """The undegraded photos' table: auto's pick and how far the output is from the photo."""
+    rows = [[p["photo"], p["pick"] + ("" if p["confidence"] is None else f" ({p['confidence']:.2f})"),
+             "left as it is" if not math.isfinite(p["psnr_to_photo"]) else f"{p['psnr_to_photo']:.2f} dB"] for p in rep["photos"]]
+    return [f"## clean (no degradation): {len(rep['photos'])} photos, {rep['right']} recognised as clean", "",
+            *_table(["photo", "auto pick", "output against the photo"], rows), ""]
+
+
+def confusion_markdown(c: dict[str, Any]) -> list[str]:
+    """The confusion matrix of auto's picks (rows: the truth), and the share right against the target."""
+    truths = [t for t in c["matrix"] if t != CLEAN] + ([CLEAN] if CLEAN in c["matrix"] else [])
+    picks = truths + sorted({p for row in c["matrix"].values() for p in row} - set(truths))  # square, then the rest
+    rows = [[t, *(str(c["matrix"][t].get(p, 0)) for p in picks)] for t in truths]
+    share = "-" if c["share"] is None else f"{100 * c['share']:.1f}%"
+    verdict = "-" if c["met"] is None else ("met" if c["met"] else "missed")
+    return ["## auto: confusion matrix (rows: the truth, columns: the pick)", "", *_table(["truth", *picks], rows), "",
+            f"- right on {c['right']} of {c['images']} images ({share}); target >= {100 * c['target']:.0f}%: {verdict}", ""]
 
 
 # --------------------------------------------------------------------------- the command
@@ -388,14 +416,21 @@ def evaluate(photos: list[tuple[str, np.ndarray]], degradations: Sequence[str], 
              anchors: Anchors) -> dict[str, list[PhotoRow]]:
     """Degrade, restore and score every photo with every degradation, the anchors beside."""
     rows: dict[str, list[PhotoRow]] = {d: [] for d in degradations}
-    with progress(len(photos) * len(degradations), "held-out", "image") as bar:
-        for d in degradations:
+    cases = [*degradations, *([CLEAN] if "auto" in kinds else [])]  # auto must also recognise a clean photo
+    with progress(len(photos) * len(cases), "held-out", "image") as bar:
+        for d in cases:
             for index, (name, clean) in enumerate(photos):
-                case = degrade_photo(name, clean, d)
-                row = PhotoRow(name, (clean.shape[1], clean.shape[0]), score(case.degraded, clean))
-                restore_case(restorer, case, kinds, row)
-                anchors.run(case, index, row)
-                rows[d].append(row)
+                if d == CLEAN:
+                    case = Case(name, CLEAN, clean, clean)
+                    row = PhotoRow(name, (clean.shape[1], clean.shape[0]), score(clean, clean))
+                    restore_case(restorer, case, ["auto"], row)
+                    rows.setdefault(CLEAN, []).append(row)
+                else:
+                    case = degrade_photo(name, clean, d)
+                    row = PhotoRow(name, (clean.shape[1], clean.shape[0]), score(case.degraded, clean))
+                    restore_case(restorer, case, kinds, row)
+                    anchors.run(case, index, row)
+                    rows[d].append(row)
                 bar.update(1)
     return rows
 
@@ -416,9 +451,36 @@ def build_report(rows: dict[str, list[PhotoRow]], kinds: Sequence[str], anchors:
     if "haze" in rows:
         notes.append("haze anchor: dark-channel prior (He et al. 2009: 15-px window, omega 0.95, t0 0.1, guided filter)")
     report = {"settings": {**settings, "prompt": list(kinds)}, "notes": notes, "degradations": {
-        d: degradation_report(d, r, kinds, anchor_names(d, anchors.runs_bm3d)) for d, r in rows.items()}}
+        d: degradation_report(d, r, kinds, anchor_names(d, anchors.runs_bm3d)) for d, r in rows.items() if d != CLEAN}}
     report["summary"] = summary(report, kinds)
+    if "auto" in kinds:
+        report["clean"] = clean_report(rows.get(CLEAN, []))
+        report["confusion"] = confusion(rows)
     return report
+
+
+def clean_report(rows: list[PhotoRow]) -> dict[str, Any]:
+    """The undegraded photos through ``auto``: each pick, its confidence and how far the output
+    moved from the photo (PSNR against the photo itself: infinite when it was left as it is)."""
+    return {"photos": [{"photo": r.photo, "pick": r.picks["auto"][0], "confidence": r.picks["auto"][1],
+                        "psnr_to_photo": r.restored["auto"].psnr} for r in rows],
+            "right": sum(r.picks["auto"][0] == CLEAN for r in rows)}
+
+
+def confusion(rows: dict[str, list[PhotoRow]]) -> dict[str, Any]:
+    """``auto``'s picks against the truth over every held-out image, clean ones included:
+    ``matrix[truth][pick]`` counts, the share right and whether it meets ``AUTO_TARGET``."""
+    matrix: dict[str, dict[str, int]] = {}
+    for truth, rs in rows.items():
+        for r in rs:
+            pick = r.picks["auto"][0]
+            matrix.setdefault(truth, {}).setdefault(pick, 0)
+            matrix[truth][pick] += 1
+    total = sum(sum(picks.values()) for picks in matrix.values())
+    right = sum(picks.get(truth, 0) for truth, picks in matrix.items())
+    share = right / total if total else None
+    return {"matrix": matrix, "images": total, "right": right, "share": share, "target": AUTO_TARGET,
+            "met": None if share is None else share >= AUTO_TARGET}
 
 
 def build_parser() -> argparse.ArgumentParser:
