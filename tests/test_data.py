@@ -257,6 +257,8 @@ def test_size_mismatch_is_a_user_error_or_cropped(tmp_path):
 def test_missing_folders_and_options_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="folder not found"):
         data.build_dataset("rain100l", tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"folder not found; .*python -m dfpir.data corpus -o .*nowhere`$"):
+        data.build_dataset("clean", tmp_path / "nowhere")
     with pytest.raises(UserError, match="expected sub-folders rainy/ \\+ gt/"):
         data.build_dataset("rain100l", tmp_path)
     with pytest.raises(UserError, match="needs the degradation"):

@@ -192,6 +192,9 @@ def _scan_paired(layout: PairedLayout, root: Path, split: str, rule: str | None)
 def _scan_clean(task: str, degradations: list[str], root: Path) -> TaskFiles:
     files = TaskFiles(task, degradations, root)
     try:
+        if not root.exists():
+            raise UserError(f"{root}: folder not found; give a folder of clean photos, or make the training corpus "
+                            f"there with `python -m dfpir.data corpus -o {root}`")
         files.clean = list_images(root, recursive=True)
         if not files.clean:
             raise UserError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
