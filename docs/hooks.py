@@ -1,6 +1,6 @@
 """MkDocs hooks for the dfpir site (listed under ``hooks:`` in ``mkdocs.yml``).
 
-Four jobs, all offline:
+Five jobs, all offline:
 
 1. **Tutorials.** The notebooks live in ``notebooks/`` (jupytext percent ``.py`` files), outside
    ``docs/``. :func:`on_config` appends each one to the "Tutorials" section of the nav and
@@ -20,6 +20,11 @@ Four jobs, all offline:
 4. **The gallery.** ``docs/assets/gallery.png`` is made by ``python -m dfpir.demo``. While it is
    missing, a placeholder saying so is served in memory (never written to disk), so the strict
    build still checks every other link.
+5. **Committed results.** A line ``<!-- include: results/study/default/report/report.md -->`` is
+   replaced by that file, its title dropped and its headings one level down, so a page shows the
+   report its command wrote, never a copy typed by hand; the plots beside each included report
+   are served as ``assets/results/FOLDER/NAME.png`` (``FOLDER``: the report's folder, its path
+   under ``results/`` with ``/`` as ``-``). A missing file fails the build.
 """
 
 from __future__ import annotations
@@ -191,6 +196,9 @@ def on_files(files, config):
                           use_directory_urls=config["use_directory_urls"]))
         files.append(File.generated(config, f"notebooks/{path.stem}/{path.stem}.ipynb", content=source.read_bytes()))
         files.append(File.generated(config, f"notebooks/{path.stem}/{path.name}", content=path.read_bytes()))
+    for report in included_reports():
+        for png in sorted(report.parent.glob("*.png")):
+            files.append(File.generated(config, f"{report_assets(report)}/{png.name}", content=png.read_bytes()))
     if files.get_file_from_path(GALLERY) is None:
         log.info("%s is missing (run `python -m dfpir.demo` and copy its gallery.png): serving a placeholder", GALLERY)
         files.append(File.generated(config, GALLERY, content=_placeholder_png()))
@@ -285,9 +293,47 @@ def _listing(match: re.Match) -> str:
 
 
 def on_page_markdown(markdown, page, config, files):
-    """Expand ``<!-- api: PACKAGE -->`` and ``<!-- source: NAME -->`` lines."""
+    """Expand ``<!-- api: PACKAGE -->``, ``<!-- source: NAME -->`` and ``<!-- include: FILE -->`` lines."""
     markdown = API_MARKER.sub(_api, markdown)
+    markdown = INCLUDE_MARKER.sub(_include, markdown)
     return SOURCE_MARKER.sub(_listing, markdown)
+
+
+# --------------------------------------------------------------------------- committed results
+
+INCLUDE_MARKER = re.compile(r"^<!-- include: ([\w./-]+\.md) -->[ \t]*$", re.MULTILINE)
+
+
+def included_reports() -> list[Path]:
+    """Every file a page of ``docs/`` includes, in name order."""
+    found = {m.group(1) for page in (ROOT / "docs").rglob("*.md") for m in INCLUDE_MARKER.finditer(page.read_text())}
+    return [ROOT / rel for rel in sorted(found)]
+
+
+def report_assets(report: Path) -> str:
+    """Where the plots beside ``report`` are served: ``assets/results/FOLDER``."""
+    folder = report.parent.resolve().relative_to((ROOT / "results").resolve())
+    return f"assets/results/{str(folder).replace('/', '-')}"
+
+
+def demoted(text: str) -> str:
+    """``text`` without its first-level title, every heading outside code one level down."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("# "):
+            continue
+        out.append("#" + line if not fenced and line.startswith("#") else line)
+    return "\n".join(out).strip("\n")
+
+
+def _include(match: re.Match) -> str:
+    rel = match.group(1)
+    path = ROOT / rel
+    if not rel.startswith("results/") or not path.is_file():
+        raise PluginError(f"<!-- include: {rel} -->: no such file under results/ (run the command that writes it)")
+    return demoted(path.read_text())
 
 
 # --------------------------------------------------------------------------- API pages

@@ -344,6 +344,32 @@ def test_site_builds_strictly_and_offline(site):
     assert not roles, f"{len(roles)} raw Sphinx roles on the API pages, e.g.:\n" + "\n".join(roles[:10])
 
 
+def test_included_reports_are_the_committed_files_with_their_plots(site, notebook_runs):
+    hooks = notebook_runs.hooks
+    reports = hooks.included_reports()
+    assert hooks.ROOT / "results/study/default/report/report.md" in reports
+    page = (site.folder / "study" / "index.html").read_text(encoding="utf-8")
+    for report in reports:
+        headings = [line.lstrip("#").strip() for line in report.read_text().splitlines() if line.startswith("## ")]
+        assert headings and all(html_text(h) in page for h in headings), report
+        for png in report.parent.glob("*.png"):  # served beside the page, byte for byte
+            assert (site.folder / hooks.report_assets(report) / png.name).read_bytes() == png.read_bytes()
+
+
+def html_text(text: str) -> str:
+    """``text`` as it appears in the built HTML (escaped, straight quotes kept)."""
+    import html
+
+    return html.escape(text, quote=False)
+
+
+def test_an_included_report_is_demoted_and_a_missing_one_fails(notebook_runs):
+    hooks = notebook_runs.hooks
+    assert hooks.demoted("# Title\n\ntext\n## Part\n```\n# not a heading\n```") == "text\n### Part\n```\n# not a heading\n```"
+    with pytest.raises(Exception, match="no such file under results/"):
+        hooks.on_page_markdown("<!-- include: results/none/report.md -->", None, None, None)
+
+
 def test_a_notebook_converted_to_ipynb_is_not_a_second_tutorial(tmp_path, monkeypatch):
     hooks = load_hooks()
     (tmp_path / "01_intro.py").write_text("# %% [markdown]\n# # Intro\n")

@@ -357,6 +357,9 @@ def plot_all(t: Table, out: Path) -> None:
         points = [p for p in relation_points(t) if p[0] == arm]
         if points:
             ax.scatter([p[2] for p in points], [p[3] for p in points], label=arm)
+    if not relation_points(t):  # an empty frame would look like a broken plot
+        ax.text(0.5, 0.5, "no run has both a conflict\nmeasurement and a specialist yet", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_xlabel("mean gradient cosine at the last checkpoint")
     ax.set_ylabel("mean interference gap (dB)")
     _legend(ax)
