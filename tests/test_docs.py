@@ -346,14 +346,21 @@ def test_site_builds_strictly_and_offline(site):
 
 def test_included_reports_are_the_committed_files_with_their_plots(site, notebook_runs):
     hooks = notebook_runs.hooks
-    reports = hooks.included_reports()
-    assert hooks.ROOT / "results/study/default/report/report.md" in reports
-    page = (site.folder / "study" / "index.html").read_text(encoding="utf-8")
-    for report in reports:
-        headings = [line.lstrip("#").strip() for line in report.read_text().splitlines() if line.startswith("## ")]
-        assert headings and all(html_text(h) in page for h in headings), report
-        for png in report.parent.glob("*.png"):  # served beside the page, byte for byte
-            assert (site.folder / hooks.report_assets(report) / png.name).read_bytes() == png.read_bytes()
+    assert hooks.ROOT / "results/study/default/report/report.md" in hooks.included_reports()
+    for source in (hooks.ROOT / "docs").rglob("*.md"):
+        rels = hooks.INCLUDE_MARKER.findall(source.read_text())
+        if not rels:
+            continue
+        page = (site.folder / source.relative_to(hooks.ROOT / "docs").with_suffix("") / "index.html").read_text(encoding="utf-8")
+        for rel in rels:
+            lines = (hooks.ROOT / rel).read_text().splitlines()
+            headings = [line.lstrip("#").strip() for line in lines if line.startswith("## ")]
+            cells = [line.split("|")[1].strip() for line in lines if line.startswith("| ")][:1]  # a first table's first header
+            assert headings or cells, rel
+            assert all(html_text(h) in page for h in headings) and all(f">{html_text(c)}</th>" in page for c in cells), rel
+            report = hooks.ROOT / rel
+            for png in report.parent.glob("*.png"):  # served beside the page, byte for byte
+                assert (site.folder / hooks.report_assets(report) / png.name).read_bytes() == png.read_bytes()
 
 
 def html_text(text: str) -> str:

@@ -7,8 +7,9 @@ corpus``, degraded then cropped), once per recipe ``Variant`` and seed, and scor
 the true-kernel Wiener bound, the fixed filter and the model, all on the same crops. A change
 helps when its paired difference against ``base`` over seeds has an interval above zero.
 
-Each finished run writes ``RESULTS/VARIANT-sSEED.json``; an interrupted run continues from its
-checkpoint (``--resume`` is exact); ``report`` reads only those files.
+Each finished run writes ``RESULTS/VARIANT-sSEED.json`` and rewrites ``RESULTS/report.md``; an
+interrupted run continues from its checkpoint (``--resume`` is exact); the report reads only the
+result files.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def run_all(corpus: str, heldout: str, runs: Path, results: Path, names: Sequenc
                 print(f"{out.stem}: done, skipped")
             else:
                 write_json(out, {**run_one(v, seed, cfg, photos, ev), "heldout": ho.record()})
-                print(f"{out.stem}: recorded in {out}")
+                print(f"{out.stem}: recorded in {out}; report: {write_report(results)}")
             files.append(out)
     return files
 
