@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from dfpir.errors import UserError
 from dfpir.study import recipes
-from dfpir.study.cli import main
+from dfpir.study.cli import BLUR_RESULTS, main
 from dfpir.study.stats import Interval
 
 from .test_study import photos
@@ -90,3 +91,11 @@ def test_bad_input_is_one_line(tmp_path, capsys):
         recipes.variant("sharpen")
     assert main(["blur-report", "--results", str(tmp_path)]) != 0
     assert "no result files" in capsys.readouterr().err
+
+
+def test_the_committed_report_is_what_the_committed_results_give():
+    results = Path(__file__).resolve().parent.parent / BLUR_RESULTS
+    if not list(results.glob("*-s*.json")):
+        pytest.skip("no committed blur-recipe results")
+    assert recipes.report(results) == (results / "report.md").read_text(), "run python -m dfpir.study blur-report"
+

@@ -205,6 +205,19 @@ def test_the_report_regenerates_byte_for_byte_from_the_json_alone(straight, tmp_
 # --------------------------------------------------------------------------------- held-out set
 
 
+def test_the_committed_report_is_what_the_committed_results_give(tmp_path):
+    """The report in the repository is regenerated from the result files beside it, byte for byte
+    (so it is never stale, and never edited by hand)."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "results" / "study" / "default"
+    if not list(results.glob("*.json")):
+        pytest.skip("no committed results of the default grid")
+    written = report.write_report(results, tmp_path)
+    for path in written:
+        assert path.read_bytes() == (results / "report" / path.name).read_bytes(), f"{path.name}: run python -m dfpir.study report"
+
+
 def test_heldout_photos_are_degraded_the_same_way_every_time(heldout):
     a, b = study.degraded(heldout, "noise25"), study.degraded(heldout, "noise25")
     assert torch.equal(a, b) and a.shape == (2, 3, MICRO.eval_crop, MICRO.eval_crop)
