@@ -206,8 +206,10 @@ def test_the_report_regenerates_byte_for_byte_from_the_json_alone(straight, tmp_
 
 
 def test_the_committed_report_is_what_the_committed_results_give(tmp_path):
-    """The report in the repository is regenerated from the result files beside it, byte for byte
-    (so it is never stale, and never edited by hand)."""
+    """The report's tables in the repository are regenerated from the result files beside it, byte
+    for byte (so they are never stale, and never edited by hand). The plots are compared by name
+    only: their pixels depend on the installed matplotlib and FreeType, which may differ from the
+    machine that committed them (two runs on one machine give the same bytes: the test above)."""
     from pathlib import Path
 
     results = Path(__file__).resolve().parent.parent / "results" / "study" / "default"
@@ -215,7 +217,10 @@ def test_the_committed_report_is_what_the_committed_results_give(tmp_path):
         pytest.skip("no committed results of the default grid")
     written = report.write_report(results, tmp_path)
     for path in written:
-        assert path.read_bytes() == (results / "report" / path.name).read_bytes(), f"{path.name}: run python -m dfpir.study report"
+        committed = results / "report" / path.name
+        assert committed.is_file(), f"{path.name}: run python -m dfpir.study report"
+        if path.suffix == ".md":
+            assert path.read_bytes() == committed.read_bytes(), f"{path.name}: run python -m dfpir.study report"
 
 
 def test_heldout_photos_are_degraded_the_same_way_every_time(heldout):
