@@ -57,6 +57,17 @@ def test_forward_and_train_suites_write_json(tmp_path, suite):
     assert data["malloc"] == "default"
 
 
+def test_train_variants_start_alike_and_are_timed_side_by_side(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert bench.main(["train", *SMALL, "--train-variants", "plain", "channels_last", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["plain", "channels_last"] and rows[0]["speedup"] == 1.0
+    assert rows[0]["loss_diff"] == 0.0 and rows[0]["max_grad_diff"] == 0.0
+    # the same first step in another memory format: the same loss and gradients but for float rounding
+    assert rows[1]["loss_diff"] < 1e-5 and rows[1]["max_grad_diff"] < 1e-4 and rows[1]["step_s"] > 0
+    assert "channels_last" in capsys.readouterr().out
+
+
 def test_train_suite_runs_in_bf16_and_refuses_fp16_on_the_cpu(tmp_path, capsys, monkeypatch):
     from dfpir.train import precision
 

@@ -2,7 +2,7 @@
 
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
 - ``train``: time of one training step (forward, L1 loss, backward, Adam) per preset, patch size
-  and batch;
+  and batch; ``--train-variants plain channels_last compile`` puts ways of running it side by side;
 - ``compare``: execution variants of [`dfpir.inference.speed`][dfpir.inference.speed], for one preset or several, side by side
   in one process, alternating pair by pair for several rounds (these machines are noisy), with
   medians and ratios to the first (``--presets restormer paper --variants fused`` gives the cost
@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -79,35 +79,81 @@ def bench_forward(presets: list[str], sizes: list[int], batches: list[int], vari
     return rows
 
 
-def bench_train(presets: list[str], size: int, batch: int, repeats: int, device: torch.device, precision: str = "fp32") -> list[dict]:
-    """Time of one training step (forward, L1 loss, backward, Adam) per preset: one row each.
+TRAIN_VARIANTS = ("plain", "channels_last", "compile")
+"""Ways to run the training step that ``train --train-variants`` puts side by side: the plain
+modules, the same in channels-last memory format, and ``torch.compile`` of forward and backward."""
+
+
+def train_step(preset: str, variant: str, size: int, batch: int, device: torch.device, precision: str):
+    """A fresh model (seed 0) and one training step of it (forward, L1 loss, backward, Adam) run
+    as ``variant``; the step returns its loss."""
+    from ..train.precision import autocast
+
+    torch.manual_seed(0)
+    model = DFPIR(get_config(preset)).to(device).train()
+    image, prompt = inputs(model, batch, size, device)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def forward_backward() -> torch.Tensor:
+        with autocast(device, precision):
+            loss = torch.nn.functional.l1_loss(model(image, prompt).float(), image)
+        scaler.scale(loss).backward()
+        return loss.detach()
+
+    run = torch.compile(forward_backward) if variant == "compile" else forward_backward
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = run()
+        scaler.step(opt)
+        scaler.update()
+        return float(loss)
+
+    return model, step
+
+
+def bench_train(presets: list[str], size: int, batch: int, repeats: int, device: torch.device, precision: str = "fp32",
+                variants: Sequence[str] = ("plain",)) -> list[dict]:
+    """Time of one training step (forward, L1 loss, backward, Adam) per preset and variant: one row each.
 
     ``precision`` is ``python -m dfpir.train``'s ``train.precision``: fp32, bf16 (autocast) or fp16
-    (autocast with loss scaling, CUDA only).
+    (autocast with loss scaling, CUDA only). The ``variants`` of ``TRAIN_VARIANTS`` of one preset
+    start from the same weights; their first steps are compared with the first variant's (the
+    loss, and the largest difference of any gradient), then they are timed in
+    alternating rounds, so that a slow spell of the machine hits them all.
     """
-    from ..train.precision import autocast, check_precision
+    from ..train.precision import check_precision
 
     check_precision(device, precision, "--precision")
     rows = []
     for preset in presets:
-        torch.manual_seed(0)
-        model = DFPIR(get_config(preset)).to(device).train()
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        image, prompt = inputs(model, batch, size, device)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            with autocast(device, precision):
-                loss = torch.nn.functional.l1_loss(model(image, prompt).float(), image)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-
-        timed(step, device)
-        med = statistics.median(timed(step, device) for _ in range(repeats))
-        rows.append(dict(preset=preset, size=size, batch=batch, precision=precision, step_s=med, steps_per_s=1 / med, images_per_s=batch / med))
-        print(f"{preset:<10} patch {size} batch {batch} {precision}: {med:.3f} s/step, {1 / med:.2f} steps/s, {batch / med:.1f} img/s", flush=True)
+        runs = {v: train_step(preset, v, size, batch, device, precision) for v in variants}
+        first = {}
+        for v, (model, step) in runs.items():
+            start = time.perf_counter()
+            # warm-up (and compilation); the gradients stay until the next step zeroes them
+            first[v] = (step(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+            first[v] += (time.perf_counter() - start,)
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(repeats):
+            for v, (_, step) in runs.items():
+                times[v].append(timed(step, device))
+        base_loss, base_grads, _ = first[variants[0]]
+        base_med = statistics.median(times[variants[0]])
+        for v in variants:
+            loss, grads, warm = first[v]
+            med = statistics.median(times[v])
+            diff = max(float((grads[n].float() - base_grads[n].float()).abs().max()) for n in grads)
+            rows.append(dict(preset=preset, size=size, batch=batch, precision=precision, variant=v, step_s=med, steps_per_s=1 / med,
+                             images_per_s=batch / med, speedup=base_med / med, first_step_s=warm,
+                             loss_diff=abs(loss - base_loss), max_grad_diff=diff))
+            print(f"{preset:<10} patch {size} batch {batch} {precision} {v:<13}: {med:.3f} s/step, {batch / med:.1f} img/s, "
+                  f"x{base_med / med:.2f}; first step {warm:.1f} s; vs {variants[0]}: loss {abs(loss - base_loss):.1e}, "
+                  f"gradients {diff:.1e}", flush=True)
     return rows
 
 
@@ -178,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", default=["original", "plain", "fast", "fused"], choices=VARIANTS, metavar="VARIANT",
                    help="for compare: the variants side by side, ratios to the first (default: original plain fast fused)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the median is reported (compare: rounds)")
+    p.add_argument("--train-variants", nargs="+", default=["plain"], choices=TRAIN_VARIANTS, metavar="VARIANT",
+                   help=f"for train: the training steps side by side, ratios to the first ({', '.join(TRAIN_VARIANTS)}; default plain)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="for train: as train.precision (fp16: CUDA only)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -246,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "forward":
         rows = bench_forward(args.presets, args.sizes, args.batches, args.variant, args.repeats, device)
     elif args.suite == "train":
-        rows = [r for size, batch in grid for r in bench_train(args.presets, size, batch, args.repeats, device, args.precision)]
+        rows = [r for size, batch in grid for r in bench_train(args.presets, size, batch, args.repeats, device, args.precision,
+                                                                        args.train_variants)]
     elif args.suite == "profile":
         rows = [r for preset in args.presets for size, batch in grid for r in bench_profile(preset, size, batch, args.variant, device)]
     else:
