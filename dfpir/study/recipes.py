@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..analysis.blur_bound import deblur_bound
@@ -90,8 +91,8 @@ def recorded(cfg: TrainConfig) -> dict[str, Any]:
     return values
 
 
-def run_one(v: Variant, seed: int, cfg: TrainConfig, photos: list, ev: dict[str, int]) -> dict[str, Any]:
-    """Train (or continue) one run and score it."""
+def run_one(v: Variant, seed: int, cfg: TrainConfig, photos: Sequence[np.ndarray], ev: dict[str, int]) -> dict[str, Any]:
+    """Train (or continue) one run and score it on crops of ``photos`` ((H, W, 3) each)."""
     last = Path(cfg.train.out_dir) / "last.safetensors"
     start = time.perf_counter()
     train_run(cfg, resume="auto" if last.is_file() else None, overwrite=not last.is_file())
