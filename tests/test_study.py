@@ -229,6 +229,24 @@ def test_heldout_photos_are_degraded_the_same_way_every_time(heldout):
     assert not torch.equal(a[0] - heldout.images[0], a[1] - heldout.images[1])  # each photo its own noise
 
 
+def test_the_command_rewrites_the_report_after_each_run(straight, tmp_path, monkeypatch):
+    """Stopped after its first run, a study already has the report of that run."""
+    held = photos(tmp_path / "held")
+    written = []
+    real = report.write_report
+
+    def counting(results, out):
+        written.append(sorted(p.name for p in results.glob("*.json")))
+        return real(results, out)
+
+    monkeypatch.setattr("dfpir.study.cli.write_report", counting)
+    args = ["run", "--grid", "micro", "--heldout", str(held), "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--device", "cpu", "--threads", "1"]
+    assert study.main(args) == 0
+    assert written == [["dfpir-s0.json"], ["dfpir-s0.json", "restormer-s0.json"]]
+    assert (tmp_path / "results" / "report" / "report.md").read_bytes() == (straight / "report" / "report.md").read_bytes()
+
+
 @pytest.mark.parametrize("case, message", [("empty", "no images found"), ("small", "is smaller than the grid's 32x32")])
 def test_heldout_problems_are_one_line(case, message, tmp_path, capsys):
     folder = tmp_path / "held"

@@ -10,7 +10,8 @@
 only those of ``--arms`` and ``--seeds``: the pilot) not yet recorded (a stopped study
 continues where it stopped; see [`runner`][dfpir.study.runner]); checkpoints go under
 ``runs/study/GRID`` (git-ignored), one JSON file per run under ``results/study/GRID``.
-``report`` turns those JSON files alone into ``results/study/GRID/report/`` ([`report`][dfpir.study.report]).
+``report`` turns those JSON files alone into ``results/study/GRID/report/`` ([`report`][dfpir.study.report]);
+``run`` rewrites that report after each run it records.
 ``blur-recipes`` trains and scores the motion-blur recipes of [`recipes`][dfpir.study.recipes] not yet
 recorded under ``results/recipes/blur`` (checkpoints under ``runs/recipes/blur``); ``blur-report``
 writes their ``report.md``.
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout = heldout_set(args.heldout, grid.eval_crop, grid.eval_images, grid.eval_side)
     with plain_warnings():
         files = run_grid(grid, heldout, Path(args.runs or f"runs/study/{args.grid}"), results, args.device, args.threads,
-                         args.arms, args.seeds)
+                         args.arms, args.seeds, on_recorded=lambda: write_report(results, results / "report"))
     print(f"{len(files)} result files in {results}; the report: python -m dfpir.study report --grid {args.grid}"
           + (f" --results {results}" if args.results else ""))
     return 0

@@ -17,7 +17,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import safe_open
@@ -75,9 +75,11 @@ class Progress:
 
 
 def run_grid(grid: Grid, heldout: HeldOut, runs_root: Path, results: Path, device: str = "auto", threads: int = 0,
-             arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Path]:
+             arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+             on_recorded: Callable[[], object] | None = None) -> list[Path]:
     """Every run of ``grid`` (or of its ``arms`` and ``seeds`` only) not yet recorded under
-    ``results``; returns the result files, all of them."""
+    ``results``; returns the result files, all of them. ``on_recorded`` is called after each new
+    result file (the command rewrites the report there, so a study stopped at any time has one)."""
     grid.check()
     files = []
     for r in grid.runs(arms, seeds):
@@ -90,6 +92,8 @@ def run_grid(grid: Grid, heldout: HeldOut, runs_root: Path, results: Path, devic
         else:
             write_json(out, {**record_of, **run_one(grid, r, cfg, heldout, runs_root)})
             print(f"{r.id}: recorded in {out}")
+            if on_recorded is not None:
+                on_recorded()
         files.append(out)
     return files
 
