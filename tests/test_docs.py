@@ -373,7 +373,9 @@ def html_text(text: str) -> str:
 def test_an_included_report_is_demoted_and_a_missing_one_fails(notebook_runs):
     hooks = notebook_runs.hooks
     assert hooks.demoted("# Title\n\ntext\n## Part\n```\n# not a heading\n```") == "text\n### Part\n```\n# not a heading\n```"
-    with pytest.raises(Exception, match="no such file under results/"):
+    from mkdocs.exceptions import PluginError
+
+    with pytest.raises(PluginError, match="no such file under results/"):
         hooks.on_page_markdown("<!-- include: results/none/report.md -->", None, None, None)
 
 

@@ -135,9 +135,9 @@ def bench_train(presets: list[str], size: int, batch: int, repeats: int, device:
         first = {}
         for v, (model, step) in runs.items():
             start = time.perf_counter()
-            # warm-up (and compilation); the gradients stay until the next step zeroes them
-            first[v] = (step(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
-            first[v] += (time.perf_counter() - start,)
+            loss = step()  # warm-up (and compilation); the gradients stay until the next step zeroes them
+            warm = time.perf_counter() - start
+            first[v] = (loss, {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}, warm)
         times: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(repeats):
             for v, (_, step) in runs.items():
