@@ -196,7 +196,7 @@ def test_a_finished_checkpoint_made_otherwise_is_refused(straight, heldout, tmp_
 
 def test_the_report_regenerates_byte_for_byte_from_the_json_alone(straight, tmp_path):
     files = report.write_report(straight / "results", tmp_path / "again")
-    assert [f.name for f in files] == ["report.md", "runs.md", *report.PLOTS]
+    assert [f.name for f in files] == ["report.md", "runs.md", "summary.md", *report.PLOTS]
     for f in files:
         assert f.read_bytes() == (straight / "report" / f.name).read_bytes(), f.name
     assert b"matplotlib" not in (tmp_path / "again" / "psnr.png").read_bytes()  # no version in the metadata
@@ -292,6 +292,34 @@ def test_the_conclusion_follows_the_stated_rule():
     table = report.Table.of(fabricated({"dfpir": [1.0, 1.0, 1.0], "restormer": [1.9, 2.0, 2.1]}))
     assert report.verdict(table, "rain") == "not decided: no runs of restormer_wide"
     assert report.gap_section(table)[2] == "| dfpir | +1.00 [+1.00, +1.00] |"
+
+
+def test_the_summary_says_how_much_of_the_grid_it_rests_on():
+    records = fabricated_two({"dfpir": [(29.0, 29.0), (29.2, 29.0), (29.1, 29.1)],
+                              "restormer": [(28.0, 28.5), (28.1, 28.4), (27.9, 28.6)]})
+    for r in records:
+        r["grid"] = "default"
+    first, second = report.summary_text(records).splitlines()
+    assert f"{len(records)} of {len(GRIDS['default'].runs())} runs so far" in first
+    assert first.endswith(f"{report.verdict(report.Table.of(records), report.MEAN)}.")
+    assert "not decided: no runs of restormer_wide" in first
+    # dfpir - restormer on the mean of rain and haze, per seed: 0.75, 0.85, 0.85; t(2) = 4.303
+    assert second.endswith("restormer +0.82 [+0.67, +0.96] dB.")
+
+
+def test_the_readme_quotes_the_committed_summary():
+    """The README's two lines on the study are the committed ``summary.md``, never written by hand."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    summary = root / "results" / "study" / "default" / "report" / "summary.md"
+    if not summary.is_file():
+        pytest.skip("no committed report of the default grid")
+    readme = (root / "README.md").read_text()
+    start, end = "<!-- study-summary: results/study/default/report/summary.md -->\n", "<!-- /study-summary -->"
+    assert start in readme and end in readme, "README.md has no study-summary block"
+    quoted = readme.split(start, 1)[1].split(end, 1)[0]
+    assert quoted == summary.read_text(), "README.md: paste results/study/default/report/summary.md into its block"
 
 
 def fabricated_two(psnr: dict[str, list[tuple[float, float]]]) -> list[dict]:

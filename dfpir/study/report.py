@@ -6,7 +6,8 @@ specialists, the conclusion per degradation by [`verdict`][dfpir.study.report.ve
 conflicts per checkpoint, and their relation to the gaps. ``runs.md`` lists each run's wall time
 and device (what differs between two machines making the same results). Every number comes from
 the JSON files, and the same files give the same bytes: plots are written without the
-matplotlib version or a date in their metadata.
+matplotlib version or a date in their metadata. ``summary.md`` is the two lines the README
+quotes ([`summary_text`][dfpir.study.report.summary_text]).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Iterable
 from ..errors import UserError
 from ..files import atomic_write, check_output_folder
 from .arms import ARMS
+from .grid import GRIDS
 from .stats import Interval, correlation, interval, paired
 
 BASELINES = ("restormer", "restormer_wide")
@@ -297,6 +299,29 @@ def report_text(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_text(records: list[dict[str, Any]]) -> str:
+    """``summary.md``: what the study found, in two lines, which the README quotes.
+
+    The first line says how much of the grid is done and the conclusion on the mean over
+    degradations ([`verdict`][dfpir.study.report.verdict]); the second, dfpir's mean held-out
+    PSNR against each baseline without DGPBs, paired by seed.
+    """
+    t = Table.of(records)
+    grids = sorted({r.get("grid", "?") for r in records})
+    planned = sum(len(GRIDS[g].runs()) for g in grids if g in GRIDS)
+    if planned and len(records) < planned:
+        progress = f"{len(records)} of {planned} runs so far"
+    else:
+        progress = f"all {len(records)} runs"
+    diffs = [f"{b} {fmt_diff(paired(t.mean_over_tasks(t.psnr['dfpir']), t.mean_over_tasks(t.psnr[b])))} dB"
+             for b in BASELINES if b in t.arms and "dfpir" in t.arms]
+    lines = [f"- **Interference** ({progress}): on the mean over the {len(t.degradations)} degradations, "
+             f"{verdict(t, MEAN)}.",
+             "- **Held-out PSNR**, dfpir minus each baseline without DGPBs (mean over degradations, paired by seed): "
+             + ("; ".join(diffs) if diffs else "no runs of dfpir and a baseline yet") + "."]
+    return "\n".join(lines) + "\n"
+
+
 def runs_text(records: list[dict[str, Any]]) -> str:
     """``runs.md``: what each run cost, and where it ran."""
     rows = [[r["run"], r["arm"], str(r["seed"]), str(r["config"]["train"]["steps"]), f"{r['parameters']['trainable']:,}",
@@ -370,9 +395,9 @@ def write_report(results: Path, out: Path) -> list[Path]:
     """Read ``results``, write ``report.md``, ``runs.md`` and the plots to ``out``; the files written."""
     records = read_results(results)
     t = Table.of(records)
-    report, runs = report_text(records), runs_text(records)
+    texts = {"report.md": report_text(records), "runs.md": runs_text(records), "summary.md": summary_text(records)}
     check_output_folder(out)
-    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(report))
-    atomic_write(out / "runs.md", lambda tmp: Path(tmp).write_text(runs))
+    for name, text in texts.items():
+        atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text))
     plot_all(t, out)
-    return [out / "report.md", out / "runs.md", *(out / p for p in PLOTS)]
+    return [*(out / name for name in texts), *(out / p for p in PLOTS)]
