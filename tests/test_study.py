@@ -247,6 +247,26 @@ def test_the_command_rewrites_the_report_after_each_run(straight, tmp_path, monk
     assert (tmp_path / "results" / "report" / "report.md").read_bytes() == (straight / "report" / "report.md").read_bytes()
 
 
+def test_shards_share_the_grid_and_report_as_one_run(straight, tmp_path, capsys):
+    """Two processes with --shard 1/2 and 2/2 run one run each, write no report of their own, and
+    their result files give the report of the whole grid run in one process."""
+    held = photos(tmp_path / "held")
+    args = ["run", "--grid", "micro", "--heldout", str(held), "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--device", "cpu", "--threads", "1"]
+    assert study.main([*args, "--shard", "2/2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["restormer-s0.json"]
+    assert study.main([*args, "--shard", "1/2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["dfpir-s0.json", "restormer-s0.json"]
+    assert study.main(["report", "--results", str(tmp_path / "results")]) == 0
+    assert (tmp_path / "results" / "report" / "report.md").read_bytes() == (straight / "report" / "report.md").read_bytes()
+    capsys.readouterr()
+    for bad in ("3/2", "0/2", "two", "1/"):
+        with pytest.raises(SystemExit) as exit_:
+            study.main([*args, "--shard", bad])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "argument --shard: takes K/N with 1 <= K <= N" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("case, message", [("empty", "no images found"), ("small", "is smaller than the grid's 32x32")])
 def test_heldout_problems_are_one_line(case, message, tmp_path, capsys):
     folder = tmp_path / "held"

@@ -2,6 +2,7 @@
 
     python -m dfpir.study run --heldout /usr/share/backgrounds/mate/nature [--device cuda]
     python -m dfpir.study run --heldout /usr/share/backgrounds/mate/nature --arms dfpir,restormer --seeds 0,1
+    python -m dfpir.study run --heldout /usr/share/backgrounds/mate/nature --device cuda --shard 2/8
     python -m dfpir.study report
     python -m dfpir.study blur-recipes --heldout /usr/share/backgrounds/mate/nature [--corpus data/corpus]
     python -m dfpir.study blur-report
@@ -11,7 +12,9 @@ only those of ``--arms`` and ``--seeds``: the pilot) not yet recorded (a stopped
 continues where it stopped; see [`runner`][dfpir.study.runner]); checkpoints go under
 ``runs/study/GRID`` (git-ignored), one JSON file per run under ``results/study/GRID``.
 ``report`` turns those JSON files alone into ``results/study/GRID/report/`` ([`report`][dfpir.study.report]);
-``run`` rewrites that report after each run it records.
+``run`` rewrites that report after each run it records (not with ``--shard K/N``, which makes
+this process run every N-th run of the grid from the K-th, so that N processes share a GPU; then
+``report`` makes the report once they are all done).
 ``blur-recipes`` trains and scores the motion-blur recipes of [`recipes`][dfpir.study.recipes] not yet
 recorded under ``results/recipes/blur`` (checkpoints under ``runs/recipes/blur``); ``blur-report``
 writes their ``report.md``.
@@ -44,6 +47,17 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be whole numbers separated by commas, got {text!r}") from None
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    try:
+        shard = int(k), int(n)
+    except ValueError:
+        shard = (0, 0)
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"takes K/N with 1 <= K <= N (this process's share of N), got {text!r}")
+    return shard
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m dfpir.study``."""
     p = CommandParser(prog="python -m dfpir.study", description=__doc__.split("\n\n")[0])
@@ -59,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     r.add_argument("--runs", metavar="DIR", help="checkpoints' folder (default runs/study/GRID)")
     r.add_argument("--results", metavar="DIR", help="result files' folder (default results/study/GRID)")
+    r.add_argument("--shard", type=_shard, default=(1, 1), metavar="K/N",
+                   help="only every N-th run, from the K-th: N processes with K = 1..N share the grid "
+                        "(then run `report` when all are done)")
     g = sub.add_parser("report", help="tables and plots from the result files alone")
     g.add_argument("--grid", default="default", help=f"whose results: {grids} (default: default)")
     g.add_argument("--results", metavar="DIR", help="result files' folder (default results/study/GRID)")
@@ -119,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     pick_device(args.device)  # a bad or missing --device fails before the held-out photos are read
     grid.runs(args.arms, args.seeds)  # unknown arms or seeds fail before any work
     heldout = heldout_set(args.heldout, grid.eval_crop, grid.eval_images, grid.eval_side)
+    # Shards would rewrite one report from different sets of files, the last writer winning: the
+    # report is made once all are done instead.
+    on_recorded = (lambda: write_report(results, results / "report")) if args.shard == (1, 1) else None
     with plain_warnings():
         files = run_grid(grid, heldout, Path(args.runs or f"runs/study/{args.grid}"), results, args.device, args.threads,
-                         args.arms, args.seeds, on_recorded=lambda: write_report(results, results / "report"))
+                         args.arms, args.seeds, on_recorded=on_recorded, shard=args.shard)
     print(f"{len(files)} result files in {results}; the report: python -m dfpir.study report --grid {args.grid}"
           + (f" --results {results}" if args.results else ""))
     return 0

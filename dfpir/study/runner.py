@@ -76,13 +76,19 @@ class Progress:
 
 def run_grid(grid: Grid, heldout: HeldOut, runs_root: Path, results: Path, device: str = "auto", threads: int = 0,
              arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-             on_recorded: Callable[[], object] | None = None) -> list[Path]:
+             on_recorded: Callable[[], object] | None = None, shard: tuple[int, int] = (1, 1)) -> list[Path]:
     """Every run of ``grid`` (or of its ``arms`` and ``seeds`` only) not yet recorded under
     ``results``; returns the result files, all of them. ``on_recorded`` is called after each new
-    result file (the command rewrites the report there, so a study stopped at any time has one)."""
+    result file (the command rewrites the report there, so a study stopped at any time has one).
+
+    ``shard = (k, n)`` takes only every n-th of those runs, starting at the k-th (1-based): n
+    processes with k = 1 ... n share a grid between them (on one GPU, say) without two of them
+    ever touching the same run's files.
+    """
     grid.check()
+    k, n = shard
     files = []
-    for r in grid.runs(arms, seeds):
+    for r in grid.runs(arms, seeds)[k - 1 :: n]:
         cfg = train_config(grid, r, runs_root, device, threads)
         record_of = {"config": recorded_config(cfg, r), "heldout": heldout.record()}
         out = results / f"{r.id}.json"
