@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = run_demo(args.weights, args.output, args.photos, args.precision, args.device)
     print(format_results(results))
+    if args.weights is None:
+        print("note: the shipped weights were trained on the clean corpus (make corpus), which holds some of these "
+              "pictures whole; for photos they never saw: python -m dfpir.bench heldout")
     print(f"gallery: {args.output / 'gallery.png'} and {args.output / 'index.html'}")
     return 0
 

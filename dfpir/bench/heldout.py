@@ -483,6 +483,15 @@ def confusion(rows: dict[str, list[PhotoRow]]) -> dict[str, Any]:
             "met": None if share is None else share >= AUTO_TARGET}
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it (a committed report then
+    names no one's home folder), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dfpir.bench heldout`` command line."""
     p = CommandParser(prog="python -m dfpir.bench heldout", description=__doc__.split("\n\n")[0])
@@ -530,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         restorer.check_spec(spec)
     anchors = Anchors(bm3d_available(), args.bm3d_limit)
     rows = evaluate(photos, degradations, restorer, kinds, anchors)
-    settings = {"weights": str(restorer.weights), "photos": f"{args.photos} ({len(photos)} photos)",
+    settings = {"weights": shown_path(restorer.weights), "photos": f"{args.photos} ({len(photos)} photos)",
                 "max_side": args.max_side or "as they are"}
     report = build_report(rows, kinds, anchors, settings)
     text = json.dumps(json_safe(report), indent=2, allow_nan=False) if args.format == "json" else to_markdown(report)
