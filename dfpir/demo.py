@@ -26,6 +26,7 @@ import torch
 
 from .errors import CommandParser, UserError, check_at_least, cli_main
 from .metrics import psnr, ssim
+from .model.classifier import CLEAN
 from .progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,7 +79,9 @@ def run_demo(weights: Path | None, out: Path, photos: int | None = None, precisi
     if photos is not None:
         check_at_least("--photos", photos, 1)
     restorer = Restorer(weights, device, precision)
-    names = restorer.classifier.classes if restorer.classifier is not None else restorer.names
+    # The degradations to show: the classifier's order when there is one, without its "clean"
+    # class (nothing to degrade with; auto may still pick it for a degraded photo).
+    names = [n for n in restorer.classifier.classes if n != CLEAN] if restorer.classifier is not None else restorer.names
     images = [(n, centre_crop(img)) for n, img in builtin_photos("val")][:photos]
     with staged_folder(out) as stage:
         results = _degrade_restore_measure(restorer, names, images, stage)

@@ -303,13 +303,13 @@ print(
 # ## Does the mask follow the degradation? One measurement on trained weights
 #
 # Now the weights shipped with the package (`dfpir/weights/demo.safetensors`: the `tiny` preset
-# trained for 4500 steps on the built-in photos with all seven synthetic degradations; see the
-# results page). They use the faithful guidance, so their DGMs kept their random initialisation
-# (notebook 1): each prompt selects a fixed pseudo-random channel order, and everything else was
+# trained for 7000 steps on a corpus of photos and dead-leaves images with all seven synthetic
+# degradations; see the results page). They use the faithful guidance, so their DGMs kept their
+# random initialisation (notebook 1): each prompt selects a fixed pseudo-random channel order, and everything else was
 # trained. Every DGPB of `tiny` has c = 16 channels per head and masks 2 of each row's 16 cells.
 #
-# We take a 48 x 48 centre crop of each of the 8 held-out photos, degrade it with each of the 7
-# degradations, and record which cells each DGPB's mask removes while the model restores it with
+# We take a 48 x 48 centre crop of the right-hand strip of each of the 8 built-in pictures,
+# degrade it with each of the 7 degradations, and record which cells each DGPB's mask removes while the model restores it with
 # the matching prompt. For two masks A and B the **mask change** is the fraction of A's masked
 # cells that B keeps: 0 when the same cells are masked, 1 when none are in common, and
 # 1 - 2/16 = 0.875 on average for two masks drawn at random. We compare it

@@ -260,3 +260,14 @@ def test_evaluate_scores_a_clean_folder_and_prints_the_confusion_matrix(says_cle
     text = capsys.readouterr().out
     assert "blind prompt over 4 images: accuracy 50.0%" in text
     assert re.search(r"^rain\s+(0\s+){7}2$", text, re.MULTILINE) and re.search(r"^clean\s+(0\s+){7}2$", text, re.MULTILINE)
+
+
+def test_the_demo_shows_the_degradations_of_weights_with_a_clean_class(says_clean, tmp_path):
+    """Weights whose classifier knows "clean" (the shipped ones): the demo's rows are the seven
+    degradations, and auto's "clean" picks count as wrong and leave the degraded photo as it is."""
+    from dfpir import demo
+
+    results = demo.run_demo(says_clean, tmp_path / "out", photos=1)
+    assert list(results) == NAMES
+    for r in results.values():
+        assert r["classified"] == 0.0 and r["auto_psnr"] == pytest.approx(r["input_psnr"])

@@ -3,8 +3,9 @@
 Each plot reads a JSON file in ``docs/figures/data/`` that ``measure`` writes by running the
 command the results page quotes, through the same functions the command line calls:
 
-- ``demo.json``: ``python -m dfpir.demo`` (the shipped weights on the held-out strips);
-- ``blur_bound.json``: ``python -m dfpir.analysis blur-bound --weights dfpir/weights/demo.safetensors``.
+- ``demo.json``: ``python -m dfpir.demo`` (the shipped weights on the built-in pictures' right-hand strips);
+- ``blur_bound.json``: ``python -m dfpir.analysis blur-bound --data data/heldout/photos --weights
+  dfpir/weights/demo.safetensors`` (crops of the held-out photos, which ``make corpus`` installs).
 
 Each file records its command and the versions it ran with, so a plot never shows a number
 that no command produced. Drawing needs only the JSON files (no model runs).
@@ -25,7 +26,8 @@ from matplotlib.figure import Figure
 
 DEMO_COMMAND = "python -m dfpir.demo"
 BLUR_WEIGHTS = "dfpir/weights/demo.safetensors"
-BLUR_COMMAND = f"python -m dfpir.analysis blur-bound --weights {BLUR_WEIGHTS}"
+BLUR_DATA = "data/heldout/photos"  # photos of another source than the training corpus
+BLUR_COMMAND = f"python -m dfpir.analysis blur-bound --data {BLUR_DATA} --weights {BLUR_WEIGHTS}"
 INPUT_COLOUR, RESTORED_COLOUR, BOUND_COLOUR = "#9e9e9e", "#3f51b5", "#e65100"
 
 
@@ -45,11 +47,13 @@ def measure(data: Path, root: Path) -> None:
     from dfpir.analysis.cli import build_parser, run_blur_bound
     from dfpir.demo import run_demo
 
+    if not (root / BLUR_DATA).is_dir():
+        raise SystemExit(f"{root / BLUR_DATA}: no held-out photos; make them with `make corpus` first")
     data.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         demo = run_demo(None, Path(tmp) / "demo")
     _write(data / "demo.json", {**_provenance(DEMO_COMMAND), "results": demo})
-    args = build_parser().parse_args(["blur-bound", "--weights", str(root / BLUR_WEIGHTS)])
+    args = build_parser().parse_args(["blur-bound", "--data", str(root / BLUR_DATA), "--weights", str(root / BLUR_WEIGHTS)])
     bound = run_blur_bound(args)
     bound["models"] = {BLUR_WEIGHTS: value for value in bound["models"].values()}  # a relative, portable name
     _write(data / "blur_bound.json", {**_provenance(BLUR_COMMAND), "count": args.count, "patch": args.patch,
@@ -80,7 +84,7 @@ def demo_figure(record: dict[str, Any]) -> Figure:
         ax.annotate(f"{a - b:+.2f} dB", (max(a, b), yi), xytext=(8, 0), textcoords="offset points",
                     va="center", fontsize=11, color=RESTORED_COLOUR)
     ax.set_yticks(y, names, fontsize=11)
-    ax.set_xlabel("PSNR (dB), mean over the held-out crops", fontsize=11)
+    ax.set_xlabel("PSNR (dB), mean over the demo's crops", fontsize=11)
     ax.set_xlim(min(before.min(), after.min()) - 1.5, max(before.max(), after.max()) + 4.5)
     ax.tick_params(axis="x", labelsize=10)
     ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
