@@ -112,7 +112,7 @@ def blur_bound_figure(record: dict[str, Any]) -> Figure:
                     textcoords="offset points", va="center", fontsize=10.5)
     ax.set_yticks(y, [label for label, _, _ in rows], fontsize=11)
     ax.axvline(base, color="#616161", linewidth=1)
-    ax.set_xlim(base - 0.3, r["wiener_psnr"] + 4.0)
+    ax.set_xlim(min(value for _, value, _ in rows) - 0.3, r["wiener_psnr"] + 4.0)  # a restorer below the input too
     ax.set_xlabel(f"PSNR (dB) on {record['count']} blurred crops of {record['patch']} px", fontsize=11)
     ax.tick_params(axis="x", labelsize=10)
     ax.grid(axis="x", color="#e0e0e0", linewidth=0.8)
