@@ -177,6 +177,39 @@ def test_synthetic_dataset_items_are_deterministic_and_epoch_dependent():
     assert not torch.equal(a[3]["target"], before)
 
 
+def test_decoded_photos_decode_each_file_once_and_hand_out_read_only_arrays(tmp_path, monkeypatch):
+    from dfpir.data import photos
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    write(a, 1), write(b, 2)
+    decoded, calls = [], photos.read_image
+    monkeypatch.setattr(photos, "read_image", lambda p: decoded.append(Path(p).name) or calls(p))
+    cache = photos.DecodedPhotos()
+    first = cache.read(a)
+    assert np.array_equal(first, calls(a)) and not first.flags.writeable
+    assert cache.read(a) is first and decoded == ["a.png"]
+    one_image = photos.DecodedPhotos(budget=first.nbytes)  # room for one: reading b pushes a out
+    for p in (a, b, a, a):
+        one_image.read(p)
+    assert decoded == ["a.png", "a.png", "b.png", "a.png"] and one_image.used == first.nbytes
+    write(a, 3)  # a file rewritten on disk is read again
+    assert np.array_equal(cache.read(a), calls(a)) and decoded[-1] == "a.png" and len(decoded) == 5
+
+
+def test_decoded_photos_change_no_item_of_a_dataset_of_files(tmp_path):
+    files = [tmp_path / f"im{i}.png" for i in range(3)]
+    for i, f in enumerate(files):
+        write(f, i, size=(48, 56))
+    degs = ["noise25", "blur", "rain"]
+    kept = data.SyntheticDataset(files, degs, PATCH, length=12, seed=5)
+    fresh = data.SyntheticDataset(files, degs, PATCH, length=12, seed=5)
+    fresh.decoded.budget = 0  # decodes every time, as before the cache
+    for _ in range(2):  # the second pass comes from memory
+        for i in range(12):
+            assert torch.equal(kept[i]["input"], fresh[i]["input"]) and torch.equal(kept[i]["target"], fresh[i]["target"])
+    assert kept.decoded.used > 0 and not fresh.decoded.arrays
+
+
 def test_synthetic_ratios_are_exact_per_epoch():
     ds = data.SyntheticDataset(small_images(), ["noise15", "haze"], 8, length=40, ratios=[3, 1])
     labels = [ds._choose(i, np.random.default_rng(0))[1] for i in range(40)]

@@ -32,7 +32,7 @@ from ..degradations import DEGRADATIONS, noise_names
 from ..errors import UserError
 from .layouts import TaskFiles, check_degradations, check_split, scan
 from .patches import apply_degradation, crop, crop_box, degraded_patch, dihedral, item_rng, to_tensor
-from .photos import DataWarning, builtin_photos, read_image
+from .photos import DataWarning, DecodedPhotos, builtin_photos
 
 REPEATS_3TASK: dict[str, int] = {"denoise": 1, "derain": 120, "dehaze": 1}
 """The original's per-epoch repeats for 3-task training (denoising already holds every clean image
@@ -61,6 +61,7 @@ class _Base(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.fixed = fixed  # validation/test: the same data every epoch
+        self.decoded = DecodedPhotos()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random stream of ``epoch`` (no effect on fixed validation/test sets)."""
@@ -141,6 +142,11 @@ class SyntheticDataset(_Base):
     def __len__(self) -> int:
         return self.length
 
+    def load(self, entry: tuple[str, np.ndarray | Path]) -> tuple[str, np.ndarray]:
+        """``(name, (H, W, 3) float32 pixels)`` of an entry of ``images`` (files decoded once, then kept)."""
+        name, img = entry
+        return name, (self.decoded.read(img) if isinstance(img, Path) else img)
+
     def _choose(self, index: int, rng: np.random.Generator) -> tuple[int, int]:
         """(image index, degradation index) of item ``index``."""
         if not self.random_images:
@@ -153,7 +159,7 @@ class SyntheticDataset(_Base):
         """Item ``index`` drawn with the generator of ``key`` (seed, epoch, index): a degraded patch and its clean target."""
         rng = self.rng(key)
         img_idx, deg_idx = self._choose(index, rng)
-        name, clean = _load(self.images[img_idx])
+        name, clean = self.load(self.images[img_idx])
         deg = self.degradations[deg_idx]
         if self.augment:  # turn the photo, not the patch: the degradation's direction stays the generator's
             clean = dihedral(clean, int(rng.integers(8)), copy=False)
@@ -177,11 +183,6 @@ def _image_entry(i: int, img: Image) -> tuple[str, np.ndarray | Path]:
     return name, arr
 
 
-def _load(entry: tuple[str, np.ndarray | Path]) -> tuple[str, np.ndarray]:
-    name, img = entry
-    return name, (read_image(img) if isinstance(img, Path) else img)
-
-
 def validation_set(
     images: Sequence[Image], degradations: Sequence[str], patch_size: int, per_image: int = 1, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -198,7 +199,7 @@ def validation_set(
     ds = SyntheticDataset(images, degradations, patch_size, seed=seed, augment=False, fixed=True)
     items = []
     for i in range(len(ds.images)):
-        name, clean = _load(ds.images[i])
+        name, clean = ds.load(ds.images[i])
         for d, deg in enumerate(ds.degradations):
             for k in range(per_image):
                 rng = item_rng(seed, 0x5EED, i, d, k)  # a stream no training item uses
@@ -283,7 +284,7 @@ class PairedDataset(_Base):
     def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The pair's two images, made the same size (or a ``UserError``)."""
         a_path, b_path = self.pairs[index]
-        a, b = read_image(a_path), read_image(b_path)
+        a, b = self.decoded.read(a_path), self.decoded.read(b_path)
         if a.shape != b.shape:
             if self.size_mismatch == "error":
                 raise UserError(
