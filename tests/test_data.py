@@ -495,6 +495,17 @@ def test_bench_runs_small():
     assert "patches/s" in buf.getvalue()
 
 
+def test_bench_times_items_read_from_files(tmp_path):
+    import io
+
+    for i in range(2):
+        write(tmp_path / "photos" / f"p{i}.png", i, size=(40, 40))
+    buf = io.StringIO()
+    res = bench(size=16, batch=2, repeats=1, workers=[], model=None, out=buf, photos=tmp_path / "photos")
+    assert res["files_afresh"] > 0 and res["files_kept"] > 0
+    assert "2 files, decoded afresh" in buf.getvalue() and "2 files, decoded once, kept" in buf.getvalue()
+
+
 @pytest.mark.parametrize("args, message", [
     (["check", "--layout", "builtin", "--limit", "0"], "--limit must be >= 1"),
     (["check", "--layout", "builtin", "--patch-size", "-5"], "--patch-size must be >= 1"),
@@ -503,6 +514,7 @@ def test_bench_runs_small():
     (["bench", "--repeats", "0"], "--repeats must be >= 1"),
     (["bench", "--threads", "-1"], "--threads must be >= 1"),
     (["bench", "--workers", "0", "-1"], "--workers must be >= 0"),
+    (["bench", "--photos", "no/such/folder"], "no/such/folder: not a folder with image files"),
     (["bench", "--model", "huge"], "unknown --model 'huge'"),
 ])
 def test_impossible_values_are_one_line_errors_before_any_work(args, message, capsys):

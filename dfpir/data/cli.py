@@ -47,6 +47,7 @@ def _parser() -> CommandParser:
     b.add_argument("--workers", type=int, nargs="*", default=[0, 2])
     b.add_argument("--model", default="tiny", help="config preset whose train step to time, or 'none'")
     b.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    b.add_argument("--photos", type=Path, metavar="DIR", help="also time items read from this folder's image files, decoded afresh and kept in memory")
     g = sub.add_parser("degrade", help="write degraded copies of your clean images, to evaluate on (OUT/<degradation>/<name>.png)")
     g.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files or folders of them (not recursive)")
     g.add_argument("-o", "--outdir", type=Path, required=True, help="output folder; one sub-folder per degradation")
@@ -89,9 +90,11 @@ def _bench(args: argparse.Namespace) -> int:
         check_at_least("--workers", min(args.workers), 0)
     if args.model != "none" and args.model not in PRESETS:
         raise UserError(f"unknown --model {args.model!r}; choose one of: {', '.join(PRESETS)}, none")
+    if args.photos is not None and (not args.photos.is_dir() or not list_images(args.photos, recursive=True)):
+        raise UserError(f"{args.photos}: not a folder with image files; pass a folder of clean photos (as data.root of the clean layout)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench(args.size, args.batch, args.repeats, args.workers, None if args.model == "none" else args.model)
+    bench(args.size, args.batch, args.repeats, args.workers, None if args.model == "none" else args.model, photos=args.photos)
     return 0
 
 

@@ -86,12 +86,13 @@ class DecodedPhotos:
 
     Parameters
     ----------
-    budget : int
-        Bytes to keep; 0 keeps nothing (every call decodes).
+    budget : int, optional
+        Bytes to keep (default [`DECODED_BUDGET`][dfpir.data.photos.DECODED_BUDGET], read when the
+        cache is made); 0 keeps nothing (every call decodes).
     """
 
-    def __init__(self, budget: int = DECODED_BUDGET) -> None:
-        self.budget = int(budget)
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = DECODED_BUDGET if budget is None else int(budget)
         self.used = 0
         self.arrays: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
 
