@@ -311,6 +311,8 @@ def test_the_conclusion_follows_the_stated_rule():
     assert report.verdict(table, "rain").startswith("the DGPBs increase interference")
     table = report.Table.of(fabricated({"dfpir": [1.0, 1.0, 1.0], "restormer": [1.9, 2.0, 2.1]}))
     assert report.verdict(table, "rain") == "not decided: no runs of restormer_wide"
+    no_specialist = [r for r in fabricated({"dfpir": [1.0] * 3, "restormer": [2.0] * 3, "restormer_wide": [2.0] * 3}) if not r.get("specialist")]
+    assert report.verdict(report.Table.of(no_specialist), "rain") == "not decided: no runs of specialist on rain"
     assert report.gap_section(table)[2] == "| dfpir | +1.00 [+1.00, +1.00] |"
 
 

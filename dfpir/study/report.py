@@ -195,9 +195,9 @@ def verdict(t: Table, degradation: str) -> str:
     the paired interval of ``gap_b(T) - gap_dfpir(T)`` lies above 0. They *increase* it when (2)
     holds with every interval below 0. Otherwise no conclusion, saying which condition failed.
     """
-    needs_specialist = degradation != MEAN and degradation not in t.specialist or \
-        degradation == MEAN and any(d not in t.specialist for d in t.degradations)
-    missing = [a for a in ("dfpir", *BASELINES) if a not in t.arms] + (["specialist"] if needs_specialist else [])
+    no_specialist = [d for d in (t.degradations if degradation == MEAN else [degradation]) if d not in t.specialist]
+    missing = [a for a in ("dfpir", *BASELINES) if a not in t.arms] + \
+        ([f"specialist on {', '.join(no_specialist)}"] if no_specialist else [])
     if missing:
         return f"not decided: no runs of {', '.join(missing)}"
     gaps = {a: gaps_on(t, a, degradation) for a in ("dfpir", *BASELINES)}
