@@ -102,7 +102,7 @@ class DecodedPhotos:
             st = path.stat()
         except OSError:
             return read_image(path)  # its one-line error names what is wrong with the path
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        key = (str(path), st.st_mtime_ns, st.st_size)  # one stat per item: a dataset names each file one way
         if key in self.arrays:
             self.arrays.move_to_end(key)
             return self.arrays[key]
