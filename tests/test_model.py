@@ -202,3 +202,13 @@ def test_non_finite_images_are_refused_where_images_enter():
         restorer.restore(bad, restorer.prompt("rain"))
     with pytest.raises(UserError, match="'photo' contains NaN or infinite"):
         SyntheticDataset([("photo", bad)], ["rain"], 8, length=1)
+
+
+def test_the_training_forward_compiles_as_one_graph():
+    # A graph break (such as a data-dependent branch in the input checks) would cut
+    # torch.compile's training step in pieces; fullgraph=True turns any break into an error.
+    # The eager backend traces the graph without paying for code generation.
+    model = tiny(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=0).train()
+    image, prompt = torch.rand(2, 3, 16, 16), torch.randn(2, 512)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(image, prompt), model(image, prompt), rtol=0, atol=0)

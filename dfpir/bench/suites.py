@@ -2,7 +2,8 @@
 
 - ``forward``: latency and throughput of one forward pass per preset, size and batch;
 - ``train``: time of one training step (forward, L1 loss, backward, Adam) per preset, patch size
-  and batch; ``--train-variants plain channels_last compile`` puts ways of running it side by side;
+  and batch; ``--train-variants plain channels_last compile channels_last_compile`` puts ways of
+  running it side by side;
 - ``compare``: execution variants of [`dfpir.inference.speed`][dfpir.inference.speed], for one preset or several, side by side
   in one process, alternating pair by pair for several rounds (these machines are noisy), with
   medians and ratios to the first (``--presets restormer paper --variants fused`` gives the cost
@@ -79,9 +80,10 @@ def bench_forward(presets: list[str], sizes: list[int], batches: list[int], vari
     return rows
 
 
-TRAIN_VARIANTS = ("plain", "channels_last", "compile")
+TRAIN_VARIANTS = ("plain", "channels_last", "compile", "channels_last_compile")
 """Ways to run the training step that ``train --train-variants`` puts side by side: the plain
-modules, the same in channels-last memory format, and ``torch.compile`` of forward and backward."""
+modules, the same in channels-last memory format, ``torch.compile`` of forward and backward, and
+both together."""
 
 
 def train_step(preset: str, variant: str, size: int, batch: int, device: torch.device, precision: str):
@@ -92,7 +94,7 @@ def train_step(preset: str, variant: str, size: int, batch: int, device: torch.d
     torch.manual_seed(0)
     model = DFPIR(get_config(preset)).to(device).train()
     image, prompt = inputs(model, batch, size, device)
-    if variant == "channels_last":
+    if variant.startswith("channels_last"):
         model = model.to(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -104,7 +106,7 @@ def train_step(preset: str, variant: str, size: int, batch: int, device: torch.d
         scaler.scale(loss).backward()
         return loss.detach()
 
-    run = torch.compile(forward_backward) if variant == "compile" else forward_backward
+    run = torch.compile(forward_backward) if variant.endswith("compile") else forward_backward
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)

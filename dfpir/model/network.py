@@ -53,7 +53,9 @@ def check_inputs(image: torch.Tensor, prompt: torch.Tensor | None, prompt_dim: i
         raise UserError(
             f"prompt must have shape ({image.shape[0]}, {prompt_dim}) for this batch, got {tuple(prompt.shape)}"
         )
-    if not bool(torch.isfinite(prompt).all()):
+    # This data-dependent branch would split a torch.compile graph in two, so compiled calls skip
+    # it; every eager call (the one a user makes with a bad prompt) keeps it.
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(prompt).all()):
         raise UserError("prompt contains NaN or infinite values")
 
 
