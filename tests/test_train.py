@@ -127,6 +127,25 @@ def test_resume_continues_exactly(stop, straight, tmp_path, monkeypatch, capsys)
         assert (run / name).read_bytes() == (straight / name).read_bytes(), name
 
 
+def test_channels_last_training_matches_plain_and_resumes_exactly(straight, tmp_path, monkeypatch):
+    # train.channels_last only changes the memory layout, so the losses are the plain run's up to
+    # float rounding (the convolutions sum in another order), and resuming stays exact.
+    layout = [*RESUMED, "train.channels_last=true"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    for folder in (whole, parts):  # both write to ./run: the checkpoints record the config
+        folder.mkdir()
+    monkeypatch.chdir(whole)
+    train.run(quick("run", *layout))
+    monkeypatch.chdir(parts)
+    train.run(quick("run", *layout), stop_at=2)
+    train.run(quick("run", *layout), resume="auto")
+    assert losses(parts / "run") == losses(whole / "run")
+    assert records(parts / "run", "val") == records(whole / "run", "val")
+    for name in ("best.safetensors", "last.safetensors"):
+        assert (parts / "run" / name).read_bytes() == (whole / "run" / name).read_bytes(), name
+    np.testing.assert_allclose(losses(whole / "run"), losses(straight), rtol=1e-5, atol=0)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     train.run(quick(tmp_path, "train.steps=2"))
     before = (tmp_path / "last.safetensors").read_bytes()
