@@ -96,6 +96,19 @@ def test_oracle_alone_classifies_nothing(photos, tmp_path):
     assert "confusion" not in json.loads(out.read_text())
 
 
+def test_bf16_is_recorded_and_rounds_the_restorations(photos, tmp_path, monkeypatch):
+    monkeypatch.setattr("dfpir.inference.runner.cpu_has_native_bf16", lambda: True)
+    reports = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.json"
+        argv = ["--photos", str(photos), "--max-side", "32", "--degradations", "rain", "--precision", precision, "--format", "json", "-o", str(out)]
+        assert heldout.main(argv) == 0
+        reports[precision] = json.loads(out.read_text())
+    assert "precision" not in reports["fp32"]["settings"] and reports["bf16"]["settings"]["precision"] == "bf16 (autocast)"
+    gains = {k: [r["oracle"]["psnr"] for r in rep["degradations"]["rain"]["photos"]] for k, rep in reports.items()}
+    assert gains["fp32"] != gains["bf16"]
+
+
 def test_each_degradation_has_its_anchors(report):
     got = {d: set(rep["mean"]["anchors"]) for d, rep in report["degradations"].items()}
     assert got == {"noise15": {heldout.NLM}, "noise25": {heldout.NLM}, "noise50": {heldout.NLM}, "rain": set(), "haze": {heldout.DCP},

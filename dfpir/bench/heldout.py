@@ -56,7 +56,7 @@ from ..degradations.synthetic import blur_kernels, filter2d
 from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..files import atomic_write, check_output_folder
 from ..images import read_image
-from ..inference.runner import Restorer, budget_bytes
+from ..inference.runner import PRECISIONS, Restorer, budget_bytes
 from ..metrics import psnr, ssim
 from ..model.classifier import CLEAN
 from ..progress import TileProgress, progress
@@ -501,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped weights)")
     p.add_argument("--prompt", choices=list(KINDS), default="oracle", help="the true degradation's prompt, the classifier's pick, or both")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="as dfpir.restore's (bf16, fp16: autocast)")
     p.add_argument("--tile", type=int, help="tile side (0: never tile; default: from the memory budget, as dfpir.restore)")
     p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on the CPU)")
     p.add_argument("--bm3d-limit", type=int, metavar="N",
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     degradations = check_args(args)
     photos = load_photos(args.photos, args.max_side)
-    restorer = Restorer(args.weights, args.device, tile=args.tile, budget=budget_bytes(args.memory_gb))
+    restorer = Restorer(args.weights, args.device, args.precision, tile=args.tile, budget=budget_bytes(args.memory_gb))
     kinds = KINDS[args.prompt]
     for spec in (["auto"] if "auto" in kinds else []) + (degradations if "oracle" in kinds else []):
         restorer.check_spec(spec)
@@ -541,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = evaluate(photos, degradations, restorer, kinds, anchors)
     settings = {"weights": shown_path(restorer.weights), "photos": f"{args.photos} ({len(photos)} photos)",
                 "max_side": args.max_side or "as they are"}
+    if args.precision != "fp32":  # fp32 reports read as they did before the option existed
+        settings["precision"] = f"{args.precision} (autocast)"
     report = build_report(rows, kinds, anchors, settings)
     text = json.dumps(json_safe(report), indent=2, allow_nan=False) if args.format == "json" else to_markdown(report)
     print(text)

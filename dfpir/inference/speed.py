@@ -7,7 +7,9 @@ Every variant computes the same function as the plain model (tests compare them)
 - ``fused``: ``fast`` with [`dfpir.model.fused`][dfpir.model.fused]'s strip kernels in every transformer block and
   DGPB (the default of ``python -m dfpir.restore``);
 - ``compile``: ``fused`` plus ``torch.compile``;
-- ``bf16``: ``fast`` under bfloat16 autocast (not bit-exact: about 2-3 significant digits).
+- ``bf16``: under bfloat16 autocast, with the fused kernels on the CPU (``fused``; what
+  ``python -m dfpir.restore --precision bf16`` runs) and as ``fast`` on CUDA (not bit-exact:
+  about 2-3 significant digits).
 
 The original code's layout, the benchmarks' baseline, lives with the benchmarks
 ([`dfpir.bench.layouts`][dfpir.bench.layouts]).
@@ -59,12 +61,14 @@ def prepare(model: DFPIR, variant: str) -> Callable[[torch.Tensor, torch.Tensor]
     """A callable ``f(image, prompt)`` running ``model`` in ``variant`` (see ``VARIANTS``).
 
     ``fast``, ``fused``, ``compile`` and ``bf16`` convert ``model`` to channels-last in place;
-    ``fused`` switches its blocks to the fused kernels, every other variant switches them back.
+    ``fused``, ``compile`` and (on the CPU) ``bf16`` switch its blocks to the fused kernels, every
+    other variant switches them back.
     """
     if variant not in VARIANTS:
         raise UserError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     model.eval()
-    model.set_fused(variant in ("fused", "compile"))
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    model.set_fused(variant in ("fused", "compile") or (variant == "bf16" and on_cpu))
     if variant == "plain":
         def run(image: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
