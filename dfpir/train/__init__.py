@@ -8,6 +8,8 @@
   and DataLoader workers;
 - [`state`][dfpir.train.state]: the training state in and out of checkpoints, ``train.init`` weights;
 - [`classifier`][dfpir.train.classifier]: the degradation classifier's clean class and calibration;
+- [`refit_classifier`][dfpir.train.refit_classifier]: ``python -m dfpir.train.refit_classifier``, the
+  classifier of a weights file retrained alone on larger crops;
 - [`preflight`][dfpir.train.preflight]: the training files' headers, read before the first step;
 - [`interrupts`][dfpir.train.interrupts]: Ctrl-C at step boundaries;
 - [`precision`][dfpir.train.precision]: fp32, bf16 and fp16 autocast.
