@@ -91,7 +91,7 @@ def test_clean_targets_are_learnt_as_clean(corpus, monkeypatch):
     monkeypatch.setattr(refit.F, "cross_entropy", spy)
     losses = refit.refit(clf, data, steps=10, batch=4, lr=1e-3, seed=0, workers=0)
     assert len(losses) == 10 and all(np.isfinite(losses))
-    assert set(seen) == {0, 1, 2, 3}  # every degradation and clean (share 1/3: certain over 40 draws)
+    assert set(seen) == {0, 1, 2, 3}  # every degradation and clean (share 1/3 over 40 seeded draws)
 
 
 def test_the_learning_rate_decays_from_lr_to_a_hundredth():

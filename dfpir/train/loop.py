@@ -174,7 +174,11 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         return (step + 1) / o.warmup_steps
     span = o.cosine_steps or cfg.train.steps
     t = min(1.0, (step - o.warmup_steps) / max(1, span - o.warmup_steps))
-    floor = o.min_lr / o.lr
+    return cosine_decay(t, o.min_lr / o.lr)
+
+
+def cosine_decay(t: float, floor: float) -> float:
+    """The cosine schedule's factor at the fraction ``t`` in [0, 1] of its span: 1 at 0, ``floor`` at 1."""
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 

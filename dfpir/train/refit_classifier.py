@@ -32,7 +32,8 @@ from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..files import atomic_write, check_output_folder
 from ..model.classifier import CLEAN, DegradationClassifier
 from ..progress import progress
-from .classifier import Calibration, calibrate, clean_mask, clean_share, with_clean_labels
+from .classifier import calibrate, clean_mask, clean_share, with_clean_labels
+from .loop import cosine_decay
 
 
 def crops(root: Path, split: str, patch: int, degradations: list[str], seed: int, holdout: int,
@@ -46,7 +47,7 @@ def crops(root: Path, split: str, patch: int, degradations: list[str], seed: int
 
 def lr_at(step: int, steps: int, lr: float) -> float:
     """Cosine decay from ``lr`` to ``lr / 100`` over the run (the classifier starts trained: no warm-up)."""
-    return lr / 100 + (lr - lr / 100) * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
+    return lr * cosine_decay(step / max(1, steps), 0.01)
 
 
 def refit(classifier: DegradationClassifier, data: Dataset, steps: int, batch: int, lr: float, seed: int,
@@ -150,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     val = crops(args.data, "val", args.patch, degradations, args.seed, args.holdout)
     before = calibrate(classifier, val, torch.device("cpu"))
     print(f"stored classifier on {args.patch}-px validation crops: {before.line()}")
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the DataLoader seeds its workers from the global generator
     losses = refit(classifier, train, args.steps, args.batch, args.lr, args.seed, args.workers)
-    after: Calibration = calibrate(classifier, val, torch.device("cpu"))
+    after = calibrate(classifier, val, torch.device("cpu"))
     classifier.temperature = after.temperature
     print(f"refitted classifier (last 100 steps' mean loss {sum(losses[-100:]) / len(losses[-100:]):.3f}): {after.line()}")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("output", "overwrite", "threads", "workers")}
