@@ -22,7 +22,7 @@ from safetensors.torch import save as safetensors_save
 
 from .errors import UserError
 from .files import atomic_write
-from .model.classifier import DegradationClassifier
+from .model.classifier import POOLINGS, DegradationClassifier
 from .model.config import DFPIRConfig
 from .model.network import DFPIR
 from .model.prompts import PromptBank
@@ -150,7 +150,8 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     """The degradation classifier stored beside the model by ``dfpir.train``, or ``None``.
 
     Its classes are the metadata ``classifier_classes`` (JSON), its temperature
-    ``classifier_temperature`` (a number; 1 in checkpoints written before calibration).
+    ``classifier_temperature`` (a number; 1 in checkpoints written before calibration), its
+    pooling ``classifier_pooling`` (``meanstd`` when absent, as ``python -m dfpir.train`` writes).
     """
     tensors, metadata = read(path)
     if "classifier_classes" not in metadata:
@@ -161,7 +162,10 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: the classifier's classes are not valid JSON") from None
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise CheckpointError(f"{path}: the classifier's classes must be a list of degradation names")
-    clf = DegradationClassifier(classes, temperature=classifier_temperature(path, metadata))
+    pooling = metadata.get("classifier_pooling", "meanstd")
+    if pooling not in POOLINGS:
+        raise CheckpointError(f"{path}: unknown classifier pooling {pooling!r} (this dfpir knows {', '.join(POOLINGS)}); upgrade dfpir")
+    clf = DegradationClassifier(classes, temperature=classifier_temperature(path, metadata), pooling=pooling)
     state = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
     try:
         clf.load_state_dict(state)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import item_rng
+from ..degradations.synthetic import filter2d
 from ..model.classifier import CLEAN, DegradationClassifier, expected_calibration_error, fit_temperature
 
 CLEAN_STREAM = 0xC1EA
@@ -53,6 +54,60 @@ def with_clean_labels(labels: torch.Tensor, clean: torch.Tensor | None, classes:
     if clean is None:
         return labels
     return torch.cat([labels, torch.full((len(clean),), list(classes).index(CLEAN), dtype=labels.dtype)])
+
+
+DEFOCUS_RADIUS = (2.0, 8.0)
+"""Radii (pixels) of the disc that blurs the out-of-focus part in [`depth_of_field`][dfpir.train.classifier.depth_of_field]."""
+
+SHARP_SHARE = (0.3, 0.7)
+"""The share of the image that [`depth_of_field`][dfpir.train.classifier.depth_of_field] keeps in focus."""
+
+
+def disc_kernel(radius: float, size: int) -> torch.Tensor:
+    """(size, size) a uniform disc of ``radius`` pixels (edge pixels weighted by their coverage,
+    approximately), summing to 1: the blur of a lens out of focus."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    dist = (r[:, None] ** 2 + r[None, :] ** 2).sqrt()
+    k = (radius + 0.5 - dist).clamp(0, 1)
+    return (k / k.sum()).float()
+
+
+def depth_of_field(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A shallow depth of field on clean images: each gets a disc blur (radius drawn from
+    [`DEFOCUS_RADIUS`][dfpir.train.classifier.DEFOCUS_RADIUS]) on one side of a random straight
+    edge, softened over one radius, and stays sharp on the other side, a share drawn from
+    [`SHARP_SHARE`][dfpir.train.classifier.SHARP_SHARE]. Such a photo is still ``clean``: the
+    camera was focused on its subject, and nothing in it asks to be restored.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (B, 3, H, W) clean images in [0, 1].
+    generator : torch.Generator
+        A CPU generator; every random number comes from it.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 3, H, W) the images with their background out of focus.
+    """
+    b, _, h, w = images.shape
+    u = torch.rand(b, 3, generator=generator, dtype=torch.float64)  # radius, edge angle, sharp share
+    radius = DEFOCUS_RADIUS[0] + u[:, 0] * (DEFOCUS_RADIUS[1] - DEFOCUS_RADIUS[0])
+    size = 2 * math.ceil(DEFOCUS_RADIUS[1]) + 1
+    kernels = torch.stack([disc_kernel(float(r), size) for r in radius])  # (B, size, size)
+    blurred = filter2d(images, kernels.to(images.device, images.dtype))
+    angle = u[:, 1] * 2 * math.pi
+    ys = torch.arange(h, dtype=torch.float64)[:, None]
+    xs = torch.arange(w, dtype=torch.float64)[None, :]
+    masks = []
+    for i in range(b):
+        along = xs * torch.cos(angle[i]) + ys * torch.sin(angle[i])  # (H, W) position across the edge
+        share = SHARP_SHARE[0] + float(u[i, 2]) * (SHARP_SHARE[1] - SHARP_SHARE[0])
+        edge = torch.quantile(along.flatten(), share)
+        masks.append(torch.sigmoid((edge - along) / radius[i]))  # 1: in focus
+    sharp = torch.stack(masks)[:, None].to(images.device, images.dtype)  # (B, 1, H, W)
+    return sharp * images + (1 - sharp) * blurred
 
 
 @dataclass

@@ -9,7 +9,9 @@ from the stored one, on crops of ``--patch`` pixels of a ``clean`` layout folder
 ``--holdout``-th file kept out, as ``data.holdout``), with its clean class, fits its temperature
 on the held-out files' crops and writes a copy of the weights with the new classifier: the
 restorer's tensors and every other entry are copied unchanged, and the settings are recorded
-in the metadata (``classifier_refit``).
+in the metadata (``classifier_refit``). ``--pooling meanstdtop`` first widens the stored
+classifier's pooling (`dfpir.model.classifier.with_pooling`), and ``--clean-defocus`` shows a share
+of the clean crops with a background out of focus (`dfpir.train.classifier.depth_of_field`).
 
     python -m dfpir.train.refit_classifier --weights dfpir/weights/demo.safetensors -o refit.safetensors
 """
@@ -30,9 +32,10 @@ from ..checkpoint import CheckpointError, load_classifier, read, write_safetenso
 from ..data.datasets import build_dataset
 from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..files import atomic_write, check_output_folder
-from ..model.classifier import CLEAN, DegradationClassifier
+from ..data import item_rng, torch_generator
+from ..model.classifier import CLEAN, POOLINGS, DegradationClassifier, with_pooling
 from ..progress import progress
-from .classifier import calibrate, clean_mask, clean_share, with_clean_labels
+from .classifier import calibrate, clean_mask, clean_share, depth_of_field, with_clean_labels
 from .loop import cosine_decay
 
 
@@ -50,10 +53,30 @@ def lr_at(step: int, steps: int, lr: float) -> float:
     return lr * cosine_decay(step / max(1, steps), 0.01)
 
 
+DEFOCUS_STREAM = 0xD0F
+"""The key of the random stream of [`defocus_some`][dfpir.train.refit_classifier.defocus_some], apart
+from the crops' and the clean picks' streams (so a run with ``--clean-defocus`` sees the same crops)."""
+
+
+def defocus_some(clean: torch.Tensor, seed: int, step: int, share: float) -> torch.Tensor:
+    """``clean`` with a seeded ``share`` of its images given a shallow depth of field
+    ([`depth_of_field`][dfpir.train.classifier.depth_of_field]); the draws depend on the seed and the step alone."""
+    if share <= 0 or len(clean) == 0:
+        return clean
+    rng = item_rng(seed, DEFOCUS_STREAM, step)
+    pick = torch.tensor([rng.random() < share for _ in range(len(clean))], dtype=torch.bool)
+    if not pick.any():
+        return clean
+    out = clean.clone()
+    out[pick] = depth_of_field(clean[pick], torch_generator(rng))
+    return out
+
+
 def refit(classifier: DegradationClassifier, data: Dataset, steps: int, batch: int, lr: float, seed: int,
-          workers: int = 1) -> list[float]:
+          workers: int = 1, defocus: float = 0.0) -> list[float]:
     """Train ``classifier`` in place for ``steps`` steps of ``batch`` degraded crops, plus the clean
-    targets of a seeded share of them labelled ``clean`` (as ``python -m dfpir.train`` does).
+    targets of a seeded share of them labelled ``clean`` (as ``python -m dfpir.train`` does), a
+    ``defocus`` share of those with a background out of focus.
 
     Returns
     -------
@@ -76,6 +99,8 @@ def refit(classifier: DegradationClassifier, data: Dataset, steps: int, batch: i
                 group["lr"] = lr_at(step, steps, lr)
             numbers = range(step * batch, (step + 1) * batch)
             clean = items["target"][clean_mask(seed, numbers, share)] if CLEAN in classifier.classes else None
+            if clean is not None:
+                clean = defocus_some(clean, seed, step, defocus)
             labels = with_clean_labels(items["label"], clean, classifier.classes)
             images = items["input"] if clean is None else torch.cat([items["input"], clean])
             loss = F.cross_entropy(classifier(images), labels)
@@ -96,6 +121,7 @@ def write_refit(source: Path, out: Path, classifier: DegradationClassifier, sett
     tensors.update({f"classifier.{k}": v.detach().contiguous() for k, v in classifier.state_dict().items()})
     metadata = {**metadata, "classifier_classes": json.dumps(classifier.classes),
                 "classifier_temperature": json.dumps(classifier.temperature),
+                "classifier_pooling": classifier.pooling,
                 "classifier_refit": json.dumps(settings, sort_keys=True)}
     atomic_write(out, lambda tmp: write_safetensors(tmp, tensors, metadata))
 
@@ -111,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1200, help="training steps (default 1200)")
     p.add_argument("--batch", type=int, default=16, help="degraded crops per step, clean ones added (default 16)")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate, cosine-decayed to 1/100 (default 3e-4)")
+    p.add_argument("--pooling", choices=POOLINGS, help="the refitted classifier's pooling (default: the stored one's); "
+                   "meanstdtop also pools each feature's strongest responses")
+    p.add_argument("--clean-defocus", type=float, default=0.0, metavar="SHARE",
+                   help="share of the clean crops shown with a background out of focus, still labelled clean (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="data loader processes (default 1; 0: in this process)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -125,6 +155,8 @@ def check_args(args: argparse.Namespace) -> None:
     check_at_least("--batch", args.batch, 1)
     check_at_least("--holdout", args.holdout, 2, "a validation split is needed for the temperature")
     check_at_least("--workers", args.workers, 0)
+    if not 0 <= args.clean_defocus <= 1:
+        raise UserError(f"--clean-defocus is a share of the clean crops, between 0 and 1; got {args.clean_defocus}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr must be a positive number, got {args.lr}")
     if args.output.resolve() == args.weights.resolve():
@@ -146,17 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     classifier = load_classifier(args.weights)
     if classifier is None:
         raise CheckpointError(f"{args.weights} holds no degradation classifier; train one with python -m dfpir.train (train.classifier=true)")
+    if args.clean_defocus > 0 and CLEAN not in classifier.classes:
+        raise UserError(f"--clean-defocus needs a classifier with a clean class; {args.weights} has none (train with train.clean_class=true)")
+    if args.pooling and args.pooling != classifier.pooling:
+        classifier = with_pooling(classifier, args.pooling)
     degradations = [c for c in classifier.classes if c != CLEAN]
     train = crops(args.data, "train", args.patch, degradations, args.seed, args.holdout, length=args.steps * args.batch)
     val = crops(args.data, "val", args.patch, degradations, args.seed, args.holdout)
     before = calibrate(classifier, val, torch.device("cpu"))
     print(f"stored classifier on {args.patch}-px validation crops: {before.line()}")
     torch.manual_seed(args.seed)  # the DataLoader seeds its workers from the global generator
-    losses = refit(classifier, train, args.steps, args.batch, args.lr, args.seed, args.workers)
+    losses = refit(classifier, train, args.steps, args.batch, args.lr, args.seed, args.workers, args.clean_defocus)
     after = calibrate(classifier, val, torch.device("cpu"))
     classifier.temperature = after.temperature
     print(f"refitted classifier (last 100 steps' mean loss {sum(losses[-100:]) / len(losses[-100:]):.3f}): {after.line()}")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("output", "overwrite", "threads", "workers")}
+    settings["pooling"] = classifier.pooling
     write_refit(args.weights, args.output, classifier, {**settings, "calibration": after.to_dict()})
     print(f"wrote {args.output}: the restorer of {args.weights} with the refitted classifier")
     return 0
