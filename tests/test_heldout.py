@@ -226,6 +226,23 @@ def test_dark_channel_prior_finds_the_airlight_within_the_derived_tolerance():
     assert np.all(airlight - a >= -t_min * a - 1e-12) and np.all(airlight - a <= t_min * (1 - a) + 1e-12)
 
 
+def test_the_airlight_takes_every_pixel_tied_on_the_boundary_and_the_first_brightest():
+    # 100 pixels, top share 0.02 -> 2 of them; the dark channel has one clear top pixel and five
+    # tied on the boundary value, and the brightest colour is among the tied ones (twice: the first wins).
+    dark = np.zeros((10, 10))
+    dark.flat[[7]] = 0.9
+    dark.flat[[3, 20, 41, 66, 90]] = 0.5
+    image = np.full((10, 10, 3), 0.2)
+    image.reshape(-1, 3)[7] = 0.6
+    image.reshape(-1, 3)[[41, 90]] = [[0.5, 0.75, 1.0], [1.0, 0.75, 0.5]]  # the same brightness, exactly
+    np.testing.assert_array_equal(anchors.estimate_airlight(image, dark, top=0.02), [0.5, 0.75, 1.0])
+    shuffled = np.random.default_rng(0).permutation(100)  # the answer names a pixel, not a sort order
+    inverse = np.argsort(shuffled)
+    moved = anchors.estimate_airlight(image.reshape(-1, 3)[shuffled].reshape(10, 10, 3), dark.reshape(-1)[shuffled].reshape(10, 10), top=0.02)
+    first = [41, 90][int(inverse[90] < inverse[41])]
+    np.testing.assert_array_equal(moved, image.reshape(-1, 3)[first])
+
+
 def test_dark_channel_prior_with_a_known_airlight_and_constant_transmission_is_exact():
     # With A known and t constant: dark(I / A) = 1 - t, so t_hat = 1 - omega (1 - t) everywhere (the guided
     # filter keeps a constant), and J_hat = (I - A) / t_hat + A = A + (J - A) t / t_hat: the haze omega leaves.
