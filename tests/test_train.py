@@ -19,9 +19,11 @@ from dfpir import restore, train
 from dfpir.checkpoint import load_classifier, read
 from dfpir.data import SyntheticDataset
 from dfpir.errors import UserError
+from dfpir.model.classifier import with_pooling
 from dfpir.train import resolve
 from dfpir.train.classifier import clean_mask, clean_share
 from dfpir.train.config import resume_changes
+from dfpir.train.refit_classifier import write_refit
 
 QUICK = [
     "model.preset=tiny",
@@ -398,6 +400,22 @@ def test_init_starts_from_a_checkpoints_restorer_and_matching_classifier(tmp_pat
     )
     assert all(torch.equal(v, saved[k]) for k, v in other.restorer.state_dict().items())
     assert other.joint.classifier.classes == ["blur", "haze", "clean"]  # other classes: a fresh classifier
+
+
+def test_init_from_a_classifier_with_a_wider_pooling_keeps_what_both_poolings_share(tmp_path):
+    """The shipped weights' classifier pools mean, std and top; dfpir.train trains mean and std."""
+    first = tmp_path / "first"
+    train.run(quick(first, "train.steps=1"))
+    wide = with_pooling(load_classifier(first / "best.safetensors"), "meanstdtop")
+    torch.nn.init.normal_(wide.head.weight)  # as if refitted: every statistic weighs
+    write_refit(first / "best.safetensors", tmp_path / "wide.safetensors", wide, {})
+    run = train.Trainer(quick(tmp_path / "run", f"train.init={tmp_path / 'wide.safetensors'}"), train.Dist(), torch.device("cpu"))
+    clf = run.joint.classifier
+    assert clf.pooling == "meanstd"
+    for key, value in clf.features.state_dict().items():
+        assert torch.equal(value, wide.features.state_dict()[key]), key
+    c = clf.head.in_features // 2
+    assert torch.equal(clf.head.weight, wide.head.weight[:, : 2 * c]) and torch.equal(clf.head.bias, wide.head.bias)
 
 
 def test_init_errors_are_one_line(tmp_path, capsys):

@@ -9,7 +9,7 @@ import torch
 
 from ..checkpoint import load, load_classifier
 from ..errors import UserError
-from ..model.classifier import DegradationClassifier
+from ..model.classifier import DegradationClassifier, with_pooling
 from ..model.network import DFPIR
 
 
@@ -56,7 +56,10 @@ def load_initial_weights(restorer: DFPIR, classifier: DegradationClassifier | No
     """Start from the restorer (and, for the same degradations, the classifier) of a checkpoint.
 
     The architecture must match the ``model`` section; a classifier trained for other degradations
-    is left at its fresh initialisation, since its output classes differ.
+    is left at its fresh initialisation, since its output classes differ. A classifier with another
+    pooling (one refitted by ``python -m dfpir.train.refit_classifier --pooling``) gives its
+    features and the head's weights for the statistics both poolings use
+    ([`with_pooling`][dfpir.model.classifier.with_pooling]).
     """
     saved = load(path)
     try:
@@ -68,4 +71,6 @@ def load_initial_weights(restorer: DFPIR, classifier: DegradationClassifier | No
         ) from None
     saved_classifier = load_classifier(path) if classifier is not None else None
     if saved_classifier is not None and saved_classifier.classes == classifier.classes:
+        if saved_classifier.pooling != classifier.pooling:  # the shipped weights' classifier was refitted wider
+            saved_classifier = with_pooling(saved_classifier, classifier.pooling)
         classifier.load_state_dict(saved_classifier.state_dict())
