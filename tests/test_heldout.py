@@ -25,6 +25,7 @@ from dfpir.data.pairs import degrade_image, pair_generator
 from dfpir.degradations import synthetic_names
 from dfpir.degradations.synthetic import blur_kernels, ensemble_wiener, filter2d
 from dfpir.images import Image, write_image
+from dfpir.model.classifier import expected_calibration_error
 
 SIZES = {"leaf": (80, 96), "stone": (72, 90)}  # (H, W) before --max-side 64
 
@@ -85,8 +86,15 @@ def test_auto_is_scored_on_clean_photos_too_with_a_confusion_matrix(report):
     for truth, row in c["matrix"].items():
         assert row == {pick: picks[truth].count(pick) for pick in set(picks[truth])}
     assert c["right"] == sum(picks[t].count(t) for t in picks) and c["met"] == (c["right"] / c["images"] >= 0.95)
+    confidences = [p["auto"]["confidence"] for rep in report["degradations"].values() for p in rep["photos"]]
+    confidences += [p["confidence"] for p in clean["photos"]]
+    hits = [p["auto"]["pick"] == d for d, rep in report["degradations"].items() for p in rep["photos"]]
+    hits += [p["pick"] == "clean" for p in clean["photos"]]
+    assert c["ece"] == pytest.approx(expected_calibration_error(confidences, hits)) and 0 <= c["ece"] <= 1
+    assert c["mean_confidence"] == pytest.approx(np.mean(confidences))
     text = heldout.to_markdown(report)
     assert "## auto: confusion matrix" in text and f"right on {c['right']} of {c['images']} images" in text
+    assert f"expected calibration error {c['ece']:.3f} (10 bins)" in text
 
 
 def test_oracle_alone_classifies_nothing(photos, tmp_path):

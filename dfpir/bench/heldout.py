@@ -58,7 +58,7 @@ from ..files import atomic_write, check_output_folder
 from ..images import read_image
 from ..inference.runner import PRECISIONS, Restorer, budget_bytes
 from ..metrics import psnr, ssim
-from ..model.classifier import CLEAN
+from ..model.classifier import CLEAN, expected_calibration_error
 from ..progress import TileProgress, progress
 
 SEED = 0
@@ -406,7 +406,10 @@ def confusion_markdown(c: dict[str, Any]) -> list[str]:
     share = "-" if c["share"] is None else f"{100 * c['share']:.1f}%"
     verdict = "-" if c["met"] is None else ("met" if c["met"] else "missed")
     return ["## auto: confusion matrix (rows: the truth, columns: the pick)", "", *_table(["truth", *picks], rows), "",
-            f"- right on {c['right']} of {c['images']} images ({share}); target >= {100 * c['target']:.0f}%: {verdict}", ""]
+            f"- right on {c['right']} of {c['images']} images ({share}); target >= {100 * c['target']:.0f}%: {verdict}",
+            *([] if c.get("ece") is None else
+              [f"- calibration: mean confidence {c['mean_confidence']:.3f} against {share} right; "
+               f"expected calibration error {c['ece']:.3f} (10 bins)"]), ""]
 
 
 # --------------------------------------------------------------------------- the command
@@ -469,7 +472,12 @@ def clean_report(rows: list[PhotoRow]) -> dict[str, Any]:
 
 def confusion(rows: dict[str, list[PhotoRow]]) -> dict[str, Any]:
     """``auto``'s picks against the truth over every held-out image, clean ones included:
-    ``matrix[truth][pick]`` counts, the share right and whether it meets ``AUTO_TARGET``."""
+    ``matrix[truth][pick]`` counts, the share right and whether it meets ``AUTO_TARGET``, and how
+    well the confidences are calibrated on these images (their mean and the expected calibration
+    error; ``None`` when no pick has a confidence)."""
+    confidences = [r.picks["auto"][1] for rs in rows.values() for r in rs]
+    hits = [r.picks["auto"][0] == truth for truth, rs in rows.items() for r in rs]
+    calibrated = bool(confidences) and None not in confidences
     matrix: dict[str, dict[str, int]] = {}
     for truth, rs in rows.items():
         for r in rs:
@@ -480,7 +488,9 @@ def confusion(rows: dict[str, list[PhotoRow]]) -> dict[str, Any]:
     right = sum(picks.get(truth, 0) for truth, picks in matrix.items())
     share = right / total if total else None
     return {"matrix": matrix, "images": total, "right": right, "share": share, "target": AUTO_TARGET,
-            "met": None if share is None else share >= AUTO_TARGET}
+            "met": None if share is None else share >= AUTO_TARGET,
+            "mean_confidence": float(np.mean(confidences)) if calibrated else None,
+            "ece": expected_calibration_error(confidences, hits) if calibrated else None}
 
 
 def shown_path(path: Path) -> str:
