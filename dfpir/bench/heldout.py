@@ -407,7 +407,7 @@ def confusion_markdown(c: dict[str, Any]) -> list[str]:
     verdict = "-" if c["met"] is None else ("met" if c["met"] else "missed")
     return ["## auto: confusion matrix (rows: the truth, columns: the pick)", "", *_table(["truth", *picks], rows), "",
             f"- right on {c['right']} of {c['images']} images ({share}); target >= {100 * c['target']:.0f}%: {verdict}",
-            *([] if c.get("ece") is None else
+            *([] if c["ece"] is None else
               [f"- calibration: mean confidence {c['mean_confidence']:.3f} against {share} right; "
                f"expected calibration error {c['ece']:.3f} (10 bins)"]), ""]
 
@@ -484,10 +484,8 @@ def confusion(rows: dict[str, list[PhotoRow]]) -> dict[str, Any]:
             pick = r.picks["auto"][0]
             matrix.setdefault(truth, {}).setdefault(pick, 0)
             matrix[truth][pick] += 1
-    total = sum(sum(picks.values()) for picks in matrix.values())
-    right = sum(picks.get(truth, 0) for truth, picks in matrix.items())
-    share = right / total if total else None
-    return {"matrix": matrix, "images": total, "right": right, "share": share, "target": AUTO_TARGET,
+    share = sum(hits) / len(hits) if hits else None
+    return {"matrix": matrix, "images": len(hits), "right": sum(hits), "share": share, "target": AUTO_TARGET,
             "met": None if share is None else share >= AUTO_TARGET,
             "mean_confidence": float(np.mean(confidences)) if calibrated else None,
             "ece": expected_calibration_error(confidences, hits) if calibrated else None}

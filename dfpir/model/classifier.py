@@ -122,11 +122,11 @@ def with_pooling(classifier: DegradationClassifier, pooling: str) -> Degradation
     for the statistics both poolings use are copied, a new statistic's weights are zero. So where
     ``pooling`` keeps every statistic of the classifier's (``meanstd`` -> ``meanstdtop``), the
     copy predicts exactly as the classifier does until it is trained."""
-    width = classifier.head.in_features // (4 * len(pooling_stats(classifier.pooling)))
+    width = classifier.features[0].out_channels
     new = DegradationClassifier(classifier.classes, width=width, temperature=classifier.temperature, pooling=pooling)
     new.features.load_state_dict(classifier.features.state_dict())
     old_stats, new_stats = pooling_stats(classifier.pooling), pooling_stats(pooling)
-    c = 4 * width
+    c = 4 * width  # channels of the last stage: the head reads one block of c per statistic
     with torch.no_grad():
         new.head.weight.zero_()
         new.head.bias.copy_(classifier.head.bias)
