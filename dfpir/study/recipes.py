@@ -56,6 +56,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("fft", "L1 plus 0.1 x L1 of the spectrum (optim.fft_weight=0.1)", ("optim.fft_weight=0.1",)),
     Variant("patch128", "2 crops of 128 px: the same pixels per step, 4x the area around each kernel",
             ("data.patch_size=128", "optim.batch_size=2")),
+    Variant("steps4x", "2000 steps instead of 500: four times the budget, the cosine decay spread over them",
+            ("train.steps=2000",)),
+    Variant("small", "the small preset: 24 channels at full resolution, two blocks per level", ("model.preset=small",)),
+    Variant("curriculum", "one fixed kernel at first: the share of kernels from the full distribution grows "
+            "from 0 to 1 over the first 250 steps", ("data.blur_curriculum=250",)),
 )
 """The variants, pre-registered in docs/results.md before their runs."""
 
