@@ -221,6 +221,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         (["data.holdout=5"], "data.holdout is for files under data.root; the builtin layout validates on the right 30% of its photos"),
         (["data.layout=clean", "data.root=/tmp", "data.holdout=1"], "data.holdout=1 would hold every file out of training"),
         (["data.layout=3task", "data.root=/tmp"], "data.layout=3task validates on files held out of its training files: set data.holdout=N"),
+        (["data.blur_curriculum=-5"], "data.blur_curriculum must be >= 0 (0: off), got -5"),
+        (["data.blur_curriculum=100", 'data.degradations=["rain"]'], 'data.blur_curriculum needs synthetic motion blur: data.layout builtin or clean, with "blur"'),
+        (["data.blur_curriculum=100", "data.layout=5task", "data.root=/tmp", "data.holdout=5"], "(got layout 5task,"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):

@@ -7,7 +7,7 @@ photo name}``, with values in [0, 1].
 Three splits, the same meaning in every layout:
 
 * ``"train"``: random crops with a random dihedral augmentation (the same for input and target),
-  drawn afresh each epoch (call ``set_epoch``);
+  drawn afresh each epoch (call ``set_epoch``; ``set_step`` tells a curriculum the training step);
 * ``"val"``: fixed crops, no augmentation, identical every epoch;
 * ``"test"``: whole images, no augmentation.
 
@@ -28,8 +28,9 @@ from typing import Any, Sequence, Union
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..degradations import DEGRADATIONS, noise_names
+from ..degradations import DEGRADATIONS, DegradeFn, noise_names
 from ..errors import UserError
+from .curriculum import one_kernel_blur, uses_one_kernel
 from .layouts import TaskFiles, check_degradations, check_split, scan
 from .patches import apply_degradation, crop, crop_box, degraded_patch, dihedral, item_rng, to_tensor
 from .photos import DataWarning, DecodedPhotos, builtin_photos
@@ -60,12 +61,17 @@ class _Base(Dataset):
         self.degradations = check_degradations(degradations)
         self.seed = int(seed)
         self.epoch = 0
+        self.step = 0
         self.fixed = fixed  # validation/test: the same data every epoch
         self.decoded = DecodedPhotos()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random stream of ``epoch`` (no effect on fixed validation/test sets)."""
         self.epoch = int(epoch)
+
+    def set_step(self, step: int) -> None:
+        """The training step the next items are drawn for (read by a curriculum only)."""
+        self.step = int(step)
 
     def rng(self, key: tuple[int, ...]) -> np.random.Generator:
         return item_rng(self.seed, 0 if self.fixed else self.epoch, *key)
@@ -109,6 +115,9 @@ class SyntheticDataset(_Base):
     original_noise : bool
         Noise as the original: 0-255 scale, truncated to uint8 (see
         [`dfpir.degradations.gaussian_noise`][dfpir.degradations.synthetic.gaussian_noise]).
+    blur_curriculum : int
+        Steps over which motion blur moves from one kernel to the full distribution
+        ([`dfpir.data.curriculum`][dfpir.data.curriculum]; the step comes from ``set_step``); 0: off.
     """
 
     def __init__(
@@ -122,6 +131,7 @@ class SyntheticDataset(_Base):
         augment: bool = True,
         fixed: bool = False,
         original_noise: bool = False,
+        blur_curriculum: int = 0,
     ) -> None:
         super().__init__(degradations, seed, fixed)
         self.images = [_image_entry(i, img) for i, img in enumerate(images)]
@@ -138,6 +148,7 @@ class SyntheticDataset(_Base):
         self.cumulative = np.cumsum(weights / weights.sum())
         self.augment = augment
         self.original_noise = original_noise
+        self.blur_curriculum = int(blur_curriculum)
 
     def __len__(self) -> int:
         return self.length
@@ -163,11 +174,20 @@ class SyntheticDataset(_Base):
         deg = self.degradations[deg_idx]
         if self.augment:  # turn the photo, not the patch: the degradation's direction stays the generator's
             clean = dihedral(clean, int(rng.integers(8)), copy=False)
+        synth = self._curriculum(deg, key)
         if self.patch_size is None:
-            x, y = apply_degradation(deg, clean, rng, self.original_noise), to_tensor(clean)
+            x, y = apply_degradation(deg, clean, rng, self.original_noise, synth), to_tensor(clean)
         else:
-            x, y = degraded_patch(clean, *crop_box(*clean.shape[:2], self.patch_size, rng), self.patch_size, deg, rng, self.original_noise)
+            x, y = degraded_patch(clean, *crop_box(*clean.shape[:2], self.patch_size, rng), self.patch_size, deg, rng,
+                                  self.original_noise, synth)
         return dict(input=x, target=y, degradation=deg, label=deg_idx, name=name)
+
+    def _curriculum(self, deg: str, key: tuple[int, ...]) -> DegradeFn | None:
+        """The blur curriculum's one-kernel generator for this item, or ``None`` (the registry's)."""
+        if deg != "blur" or not self.blur_curriculum:
+            return None
+        epoch = 0 if self.fixed else self.epoch
+        return one_kernel_blur if uses_one_kernel(self.seed, epoch, key, self.step, self.blur_curriculum) else None
 
 
 def _image_entry(i: int, img: Image) -> tuple[str, np.ndarray | Path]:
@@ -389,6 +409,7 @@ def build_dataset(
     holdout: int = 0,
     per_image: int = 1,
     size_mismatch: str = "error",
+    blur_curriculum: int = 0,
 ) -> Dataset:
     """A dataset of the dict format for a named layout (see [`LAYOUTS`][dfpir.data.layouts.LAYOUTS]).
 
@@ -428,6 +449,8 @@ def build_dataset(
         Validation crops per image per degradation (synthetic layouts).
     size_mismatch : {"error", "crop"}
         Paired layouts: input/target size disagreement policy (see [`PairedDataset`][dfpir.data.datasets.PairedDataset]).
+    blur_curriculum : int
+        ``builtin``/``clean`` training: steps of the blur curriculum ([`dfpir.data.curriculum`][dfpir.data.curriculum]); 0: off.
 
     Raises
     ------
@@ -437,7 +460,7 @@ def build_dataset(
     check_split(split)
     crop_size = None if split == "test" else patch_size
     if layout == "builtin":
-        return _builtin_dataset(split, crop_size, degradations, labels, seed, length, ratios, per_image)
+        return _builtin_dataset(split, crop_size, degradations, labels, seed, length, ratios, per_image, blur_curriculum)
     found = scan(layout, root, split, degradations=degradations, degradation=degradation, name_rule=name_rule, input_dir=input_dir, target_dir=target_dir)
     for files in found:
         if files.error:
@@ -445,7 +468,8 @@ def build_dataset(
         _warn_unpaired(files)
     names = [n for n in DEGRADATIONS if any(n in f.degradations for f in found)]
     label_space = check_degradations(labels) if labels is not None else names
-    parts = [_task_dataset(f, split, crop_size, seed, label_space, holdout, per_image, size_mismatch, length, ratios, layout) for f in found]
+    parts = [_task_dataset(f, split, crop_size, seed, label_space, holdout, per_image, size_mismatch, length, ratios, layout,
+                           blur_curriculum) for f in found]
     if len(parts) == 1:
         return parts[0]
     default = REPEATS_5TASK if layout == "5task" else REPEATS_3TASK
@@ -455,14 +479,15 @@ def build_dataset(
 
 def _builtin_dataset(
     split: str, crop_size: int | None, degradations: Sequence[str] | None, labels: Sequence[str] | None,
-    seed: int, length: int | None, ratios: Sequence[float] | None, per_image: int,
+    seed: int, length: int | None, ratios: Sequence[float] | None, per_image: int, blur_curriculum: int = 0,
 ) -> Dataset:
     names = check_degradations(degradations or list(DEGRADATIONS))
     if labels is not None and list(labels) != names:
         raise UserError("for synthetic layouts the label list is the degradations list; pass degradations=")
     if split == "train":
         photos = builtin_photos("train")
-        return SyntheticDataset(photos, names, crop_size, length or 64 * len(photos) * len(names), seed, ratios)
+        return SyntheticDataset(photos, names, crop_size, length or 64 * len(photos) * len(names), seed, ratios,
+                                blur_curriculum=blur_curriculum)
     photos = builtin_photos("val")
     if split == "val":
         return ListDataset(validation_set(photos, names, crop_size, per_image, seed), names)
@@ -471,7 +496,7 @@ def _builtin_dataset(
 
 def _task_dataset(
     files: TaskFiles, split: str, crop_size: int | None, seed: int, label_space: list[str], holdout: int, per_image: int,
-    size_mismatch: str, length: int | None, ratios: Sequence[float] | None, layout: str,
+    size_mismatch: str, length: int | None, ratios: Sequence[float] | None, layout: str, blur_curriculum: int = 0,
 ) -> Dataset:
     """The dataset of one task of a layout (synthetic from clean images, or paired files)."""
     if split == "val" and holdout <= 0:
@@ -486,7 +511,8 @@ def _task_dataset(
             return ListDataset(items, label_space)
         noise_only = all(d in noise_names() for d in files.degradations)
         ds = SyntheticDataset(images, files.degradations, crop_size, length if layout == "clean" and train else None, seed, ratios if layout == "clean" else None,
-                              augment=train, fixed=not train, original_noise=noise_only and layout != "clean")
+                              augment=train, fixed=not train, original_noise=noise_only and layout != "clean",
+                              blur_curriculum=blur_curriculum if train else 0)
         return _Relabelled(ds, label_space)
     pairs = _holdout(files.pairs, split, holdout if split != "test" else 0)
     return PairedDataset(pairs, files.degradations[0], crop_size, seed, label_space, augment=train, fixed=not train, size_mismatch=size_mismatch)
@@ -501,6 +527,9 @@ class _Relabelled(_Base):
 
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
+
+    def set_step(self, step: int) -> None:
+        self.inner.set_step(step)
 
     def __len__(self) -> int:
         return len(self.inner)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..degradations import context, get_degradation, synthesizer
+from ..degradations import DegradeFn, context, get_degradation, synthesizer
 from ..degradations.synthetic import gaussian_noise
 
 
@@ -59,16 +59,20 @@ def dihedral(image: np.ndarray, k: int, copy: bool = True) -> np.ndarray:
     return np.ascontiguousarray(out) if copy else out
 
 
-def apply_degradation(name: str, clean: np.ndarray, rng: np.random.Generator, original_noise: bool = False) -> torch.Tensor:
+def apply_degradation(name: str, clean: np.ndarray, rng: np.random.Generator, original_noise: bool = False,
+                      synthesize: DegradeFn | None = None) -> torch.Tensor:
     """Degrade one (H, W, 3) image with the registry's generator ``name``; (3, H, W) float32.
 
     ``original_noise``: Gaussian noise as the original makes it (0-255 scale, truncated to uint8;
-    see [`gaussian_noise`][dfpir.degradations.synthetic.gaussian_noise]).
+    see [`gaussian_noise`][dfpir.degradations.synthetic.gaussian_noise]). ``synthesize``: another
+    generator for ``name`` (a curriculum's, say), used instead of the registry's.
     """
     x = to_tensor(clean)[None]
     g = torch_generator(rng)
     sigma = get_degradation(name).sigma
-    if original_noise and sigma is not None:
+    if synthesize is not None:
+        y = synthesize(x, g)
+    elif original_noise and sigma is not None:
         y = gaussian_noise(x, g, sigma=sigma, quantize=True)
     else:
         y = synthesizer(name)(x, g)
@@ -76,13 +80,15 @@ def apply_degradation(name: str, clean: np.ndarray, rng: np.random.Generator, or
 
 
 def degraded_patch(
-    image: np.ndarray, top: int, left: int, patch: int, name: str, rng: np.random.Generator, original_noise: bool = False
+    image: np.ndarray, top: int, left: int, patch: int, name: str, rng: np.random.Generator, original_noise: bool = False,
+    synthesize: DegradeFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``patch`` square at (top, left) of ``image``, degraded with its surroundings, then cut.
 
     The region degraded is the patch grown by [`context`][dfpir.degradations.registry.context] pixels
     on each side, clipped to the photo: inside the photo the patch sees real pixels around it, and
     at the photo's own border it meets the generator's padding exactly as the whole photo would.
+    ``original_noise`` and ``synthesize``: as in [`apply_degradation`][dfpir.data.patches.apply_degradation].
 
     Returns
     -------
@@ -96,7 +102,7 @@ def degraded_patch(
     m = context(name)
     t0, l0 = max(top - m, 0), max(left - m, 0)
     region = image[t0 : min(top + patch + m, h), l0 : min(left + patch + m, w)]  # (h', w', 3)
-    degraded = apply_degradation(name, region, rng, original_noise)  # (3, h', w')
+    degraded = apply_degradation(name, region, rng, original_noise, synthesize)  # (3, h', w')
     dt, dl = top - t0, left - l0
     return degraded[:, dt : dt + patch, dl : dl + patch].contiguous(), to_tensor(crop(image, top, left, patch))
 

@@ -92,6 +92,7 @@ class DataSection:
     # (0: validate on the built-in photos, for the clean layout only).
     holdout: int = 0
     size_mismatch: str = "error"  # a pair whose input and target differ in size: "error" or "crop"
+    blur_curriculum: int = 0  # steps from one blur kernel to the full distribution (dfpir.data.curriculum); 0: off
 
 
 @dataclass
@@ -143,10 +144,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as nested plain dicts, one per section (``[model]``: only what is set;
-        ``train.clean_class`` only with a classifier, where it means something)."""
+        ``train.clean_class`` only with a classifier and ``data.blur_curriculum`` only when on,
+        where they mean something)."""
         values = {"model": self.model.to_dict(), **{s: dataclasses.asdict(getattr(self, s)) for s in ("data", "optim", "train")}}
-        if not self.train.classifier:  # so a run without one records the same config as before the key existed
+        # Keys that mean nothing here are left out, so such a run records the same config as before they existed.
+        if not self.train.classifier:
             del values["train"]["clean_class"]
+        if not self.data.blur_curriculum:
+            del values["data"]["blur_curriculum"]
         return values
 
     def to_toml(self) -> str:
@@ -417,6 +422,10 @@ def _validate_files(d: DataSection) -> None:
     check_at_least("data.holdout", d.holdout, 0, "0: no files held out")
     if d.holdout == 1:
         raise UserError("data.holdout=1 would hold every file out of training; use N >= 2 (every N-th file of each task validates)")
+    check_at_least("data.blur_curriculum", d.blur_curriculum, 0, "0: off")
+    if d.blur_curriculum and (d.layout not in ("builtin", "clean") or "blur" not in d.degradations):
+        raise UserError("data.blur_curriculum needs synthetic motion blur: data.layout builtin or clean, with \"blur\" "
+                        f"in data.degradations (got layout {d.layout}, degradations {json.dumps(d.degradations)})")
     if d.holdout and d.layout == "builtin":
         raise UserError("data.holdout is for files under data.root; the builtin layout validates on the right 30% of its photos")
     if not d.holdout and d.layout not in ("builtin", "clean"):

@@ -103,7 +103,8 @@ def build_data(cfg: TrainConfig, length: int, quiet: bool = False):
     """
     d, seed = cfg.data, cfg.train.seed
     if d.layout == "builtin":
-        train_set = SyntheticDataset(builtin_photos("train"), d.degradations, d.patch_size, length, seed, d.ratios or None)
+        train_set = SyntheticDataset(builtin_photos("train"), d.degradations, d.patch_size, length, seed, d.ratios or None,
+                                     blur_curriculum=d.blur_curriculum)
         return train_set, validation_set(builtin_photos("val"), d.degradations, d.val_crop, d.val_patches_per_image, seed + 1)
     if not d.root:
         raise UserError(f"data.layout={d.layout} needs data.root=FOLDER")
@@ -113,7 +114,8 @@ def build_data(cfg: TrainConfig, length: int, quiet: bool = False):
                         f"holds {json.dumps(found)}; set data.degradations to those")
     # labels: the classifier's classes, in the config's order
     files = dict(degradations=d.degradations, labels=d.degradations, holdout=d.holdout, size_mismatch=d.size_mismatch)
-    train_set = build_dataset(d.layout, d.root, "train", d.patch_size, seed=seed, ratios=d.ratios or None, **files)
+    train_set = build_dataset(d.layout, d.root, "train", d.patch_size, seed=seed, ratios=d.ratios or None,
+                              blur_curriculum=d.blur_curriculum, **files)
     if not d.holdout:
         return train_set, validation_set(builtin_photos("val"), d.degradations, d.val_crop, d.val_patches_per_image, seed + 1)
     return train_set, build_dataset(d.layout, d.root, "val", d.val_crop, seed=seed + 1, per_image=d.val_patches_per_image, **files)

@@ -50,7 +50,8 @@ class SampleOrder:
 
 
 class EpochItems(Dataset):
-    """``items[(epoch, index)]`` is the dataset's item ``index`` drawn in ``epoch``, whichever process
+    """``items[(epoch, index, step)]`` is the dataset's item ``index`` drawn in ``epoch`` for training
+    step ``step`` (which only a curriculum reads; ``step`` may be left out: 0), whichever process
     asks: DataLoader workers hold copies of the dataset that never see the main process's epoch.
 
     In a worker process, a user error (an unreadable image, say) becomes the item
@@ -64,10 +65,12 @@ class EpochItems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, ...]) -> dict[str, Any]:
+        epoch, index, *step = key
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+        if hasattr(self.dataset, "set_step"):
+            self.dataset.set_step(step[0] if step else 0)
         try:
             return self.dataset[index]
         except (UserError, ValueError, OSError) as exc:  # what cli_main reports in one line
@@ -87,7 +90,7 @@ def micro_batches(dataset, order: SampleOrder, steps: range, micro: int, accum: 
     """The collated micro-batches of ``steps``, in order; with ``workers`` processes preparing them
     ahead. Every item depends only on its (epoch, index), so the batches are the same for any
     number of workers, and a resumed run that starts later sees the same ones."""
-    keys = ([order(i) for i in indices] for step in steps for indices in batch_indices(step, micro, accum, rank, world))
+    keys = ([(*order(i), step) for i in indices] for step in steps for indices in batch_indices(step, micro, accum, rank, world))
     items = EpochItems(dataset)
     if workers == 0:
         return (collate([items[k] for k in batch]) for batch in keys)
