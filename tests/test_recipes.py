@@ -77,6 +77,28 @@ def test_a_result_made_with_another_recipe_is_refused(folders, tmp_path):
         run(folders, tmp_path, names=("base",), seeds=(0,))
 
 
+def test_a_variant_on_a_part_trains_on_that_subfolder_only(folders, tmp_path):
+    corpus, heldout = folders
+    whole = tmp_path / "corpus"
+    photos(whole / "photos", count=4)
+    (whole / "deadleaves").mkdir()
+    (whole / "deadleaves" / "broken.png").write_bytes(b"not a png")  # stops any run that reads it
+    (whole / "manifest.json").write_text('{"files": 5}')
+    part = recipes.variant("photos")
+    cfg = recipes.run_config(part, 0, str(whole), tmp_path / "runs", "cpu", 1, TINY)
+    assert Path(cfg.data.root) == whole / "photos"
+    values = recipes.recorded(cfg, part.part)
+    assert values["data"]["corpus_part"] == "photos"
+    assert values["data"]["manifest_sha256"] == recipes.file_sha256(whole / "manifest.json")
+    assert "corpus_part" not in recipes.recorded(recipes.run_config(recipes.variant("base"), 0, str(whole), tmp_path, "cpu", 1, TINY))
+    [out] = recipes.run_all(str(whole), str(heldout), tmp_path / "runs", tmp_path / "results", ["photos"], [0], "cpu", 1,
+                            TINY, SMALL_EVAL)
+    assert json.loads(out.read_text())["config"] == values
+    with pytest.raises(UserError, match="broken.png"):  # the whole corpus holds the broken file
+        recipes.run_all(str(whole), str(heldout), tmp_path / "runs", tmp_path / "results", ["base"], [0], "cpu", 1,
+                        TINY, SMALL_EVAL)
+
+
 def test_verdicts_follow_the_paired_interval():
     assert recipes.verdict(Interval(0.3, 0.2, 3)) == "helps"
     assert recipes.verdict(Interval(-0.3, 0.2, 3)) == "hurts"

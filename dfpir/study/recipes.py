@@ -37,11 +37,13 @@ from .stats import Interval, interval, paired
 
 @dataclass(frozen=True)
 class Variant:
-    """One recipe: ``overrides`` (``section.key=value``) of the shared budget ``BLUR_BUDGET``."""
+    """One recipe: ``overrides`` (``section.key=value``) of the shared budget ``BLUR_BUDGET``, and
+    ``part``: a subfolder of the corpus to train on instead of all of it ("": all)."""
 
     name: str
     what: str
     overrides: tuple[str, ...] = ()
+    part: str = ""
 
 
 BLUR_BUDGET = ("model.preset=tiny", "data.layout=clean", "data.holdout=10", 'data.degradations=["blur"]',
@@ -61,6 +63,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("small", "the small preset: 24 channels at full resolution, two blocks per level", ("model.preset=small",)),
     Variant("curriculum", "one fixed kernel at first: the share of kernels from the full distribution grows "
             "from 0 to 1 over the first 250 steps", ("data.blur_curriculum=250",)),
+    Variant("photos", "the corpus's photos only, without its dead-leaves images", part="photos"),
 )
 """The variants, pre-registered in docs/results.md before their runs."""
 
@@ -80,19 +83,24 @@ def variant(name: str) -> Variant:
 def run_config(v: Variant, seed: int, corpus: str, runs: Path, device: str = "auto", threads: int = 0,
                extra: Sequence[str] = ()) -> TrainConfig:
     """The training config of ``v`` at ``seed`` (``extra``: overrides after the variant's, for tests)."""
-    return resolve("demo", overrides=[*BLUR_BUDGET, *v.overrides, *extra, f"data.root={json.dumps(corpus)}",
+    root = str(Path(corpus) / v.part) if v.part else corpus
+    return resolve("demo", overrides=[*BLUR_BUDGET, *v.overrides, *extra, f"data.root={json.dumps(root)}",
                                       f"train.seed={seed}", f"train.out_dir={json.dumps(str(runs / f'{v.name}-s{seed}'))}",
                                       f"train.device={device}", f"train.threads={threads}"])
 
 
-def recorded(cfg: TrainConfig) -> dict[str, Any]:
+def recorded(cfg: TrainConfig, part: str = "") -> dict[str, Any]:
     """The config as a result records it: no paths or machine keys, which do not change a run,
-    but the SHA-256 of the corpus's ``manifest.json`` (which lists every file's hash)."""
+    but the SHA-256 of the corpus's ``manifest.json`` (which lists every file's hash) and, for a
+    variant that trains on a ``part`` of the corpus (``data.root`` is then that subfolder), the part."""
     values = cfg.to_dict()
     for key in ("out_dir", "device", "threads"):
         values["train"].pop(key)
-    manifest = Path(values["data"].pop("root")) / "manifest.json"
+    root = Path(values["data"].pop("root"))
+    manifest = (root.parent if part else root) / "manifest.json"
     values["data"]["manifest_sha256"] = file_sha256(manifest) if manifest.is_file() else None
+    if part:
+        values["data"]["corpus_part"] = part
     return values
 
 
@@ -103,7 +111,7 @@ def run_one(v: Variant, seed: int, cfg: TrainConfig, photos: Sequence[np.ndarray
     train_run(cfg, resume="auto" if last.is_file() else None, overwrite=not last.is_file())
     trained = time.perf_counter() - start
     r = deblur_bound(photos, ev["count"], ev["patch"], ev["seed"], models={"model": load(last).eval()})
-    return {"variant": v.name, "seed": seed, "config": recorded(cfg), "eval": ev,
+    return {"variant": v.name, "seed": seed, "config": recorded(cfg, v.part), "eval": ev,
             "input_psnr": r["input_psnr"], "wiener_psnr": r["wiener_psnr"], "fixed_psnr": r["fixed_psnr"],
             "model_psnr": r["models"]["model"], "train_s_since_resume": round(trained, 1),
             "device": device_name(pick_device(cfg.train.device)), "torch": torch.__version__}
@@ -124,7 +132,7 @@ def run_all(corpus: str, heldout: str, runs: Path, results: Path, names: Sequenc
             out = results / f"{v.name}-s{seed}.json"
             cfg = run_config(v, seed, corpus, runs, device, threads, extra)
             if out.is_file():
-                if json.loads(out.read_text()).get("config") != recorded(cfg):
+                if json.loads(out.read_text()).get("config") != recorded(cfg, v.part):
                     raise UserError(f"{out} was made with another config than {v.name} has now; delete it and "
                                     f"{cfg.train.out_dir} to redo the run")
                 print(f"{out.stem}: done, skipped")
