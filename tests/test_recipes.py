@@ -106,6 +106,23 @@ def test_verdicts_follow_the_paired_interval():
     assert recipes.verdict(Interval(0.3, float("nan"), 1)) == "too few seeds"
 
 
+def test_the_report_names_the_recipes_that_help_and_the_runs_beyond_the_fixed_filter(tmp_path):
+    def result(name, seed, model):
+        row = {"variant": name, "seed": seed, "eval": SMALL_EVAL, "heldout": {"digest": "d", "images": ["a.png"]},
+               "input_psnr": 30.0, "fixed_psnr": 30.5, "wiener_psnr": 38.0, "model_psnr": model}
+        (tmp_path / f"{name}-s{seed}.json").write_text(json.dumps(row))
+
+    for seed, noise in enumerate((0.0, 0.1, -0.1)):
+        result("base", seed, 30.2 + noise)
+        result("fft", seed, 31.2 + noise)  # 1 dB above base on every seed, 0.7 dB beyond the fixed filter
+        result("small", seed, 30.2 - noise)  # as base on average, not on each seed
+    text = recipes.report(tmp_path)
+    assert "| fft | 0,1,2 | +1.20 [" in text and "| +1.00 [+1.00, +1.00] | helps |" in text
+    assert "Recipes that help: `fft`. Runs beyond the fixed filter: `fft`." in text
+    result("fft", 1, 30.3)
+    assert "Recipes that help: none. Runs beyond the fixed filter: none." in recipes.report(tmp_path)
+
+
 def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["blur-recipes", "--heldout", str(tmp_path), "--corpus", str(tmp_path / "none")]) != 0
     assert "python -m dfpir.data corpus" in capsys.readouterr().err

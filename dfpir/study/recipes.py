@@ -188,6 +188,7 @@ def report(results: Path) -> str:
              "the input in dB, mean and 95% interval over seeds.", "",
              "| variant | seeds | gain | minus base (paired) | verdict | minus the fixed filter | beyond it |",
              "|---|---|---|---|---|---|---|"]
+    helps, beyond = [], []
     for v in VARIANTS:
         model = _gains([r for r in rows if r["variant"] == v.name], "model_psnr")
         if not model:
@@ -197,8 +198,15 @@ def report(results: Path) -> str:
         lines.append(f"| {v.name} | {','.join(map(str, sorted(model)))} | {_fmt(interval(list(model.values())))} | "
                      f"{_fmt(diff) if diff else '-'} | {verdict(diff) if diff else '-'} | {_fmt(over_fixed)} | "
                      f"{'yes' if over_fixed.above() else 'no'} |")
+        helps += [v.name] if diff and verdict(diff) == "helps" else []
+        beyond += [v.name] if over_fixed.above() else []
+    lines += ["", f"Recipes that help: {_names(helps)}. Runs beyond the fixed filter: {_names(beyond)}."]
     lines += ["", "Variants:", ""] + [f"- `{v.name}`: {v.what}" for v in VARIANTS]
     return "\n".join(lines) + "\n"
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names) or "none"
 
 
 def write_report(results: Path) -> Path:
