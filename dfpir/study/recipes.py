@@ -64,6 +64,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("curriculum", "one fixed kernel at first: the share of kernels from the full distribution grows "
             "from 0 to 1 over the first 250 steps", ("data.blur_curriculum=250",)),
     Variant("photos", "the corpus's photos only, without its dead-leaves images", part="photos"),
+    Variant("photos4x", "the corpus's photos only, 2000 steps (photos and steps4x together)", ("train.steps=2000",),
+            part="photos"),
 )
 """The variants, pre-registered in docs/results.md before their runs."""
 
