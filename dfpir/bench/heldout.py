@@ -52,7 +52,7 @@ from ..data.corpus import downscale
 from ..data.pairs import pair_generator
 from ..data.photos import list_images
 from ..degradations import degrade, get_degradation, synthetic_names
-from ..degradations.synthetic import blur_kernels, filter2d
+from ..degradations.synthetic import blur_kernels, blur_with
 from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..files import atomic_write, check_output_folder
 from ..images import read_image
@@ -156,7 +156,7 @@ def degrade_photo(photo: str, clean: np.ndarray, degradation: str) -> Case:
     kernel = None
     if degradation == "blur":  # motion_blur's own steps, so the kernel is at hand
         kernels = blur_kernels(1, g)
-        out, kernel = filter2d(x, kernels, padding="reflect"), kernels[0].numpy()
+        out, kernel = blur_with(x, kernels), kernels[0].numpy()
     else:
         out = degrade(x, [degradation], g)
     rgb = out.clamp(0, 1)[0].permute(1, 2, 0).numpy()  # (H, W, 3)

@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from ..degradations.synthetic import blur_kernels, check_batch, filter2d
+from ..degradations.synthetic import blur_kernels, blur_with, check_batch
 from .patches import item_rng
 
 ONE_KERNEL_LENGTH = 14.0
@@ -37,8 +37,7 @@ def one_kernel_blur(clean: torch.Tensor, generator: torch.Generator) -> torch.Te
     """Blur every sample of (B, C, H, W) ``clean`` with [`one_kernel`][dfpir.data.curriculum.one_kernel]
     (reflect padding, clipped to [0, 1]); ``generator`` is unused: the kernel is fixed."""
     check_batch(clean)
-    kernels = one_kernel().to(clean.device).expand(clean.shape[0], -1, -1)  # (B, K, K)
-    return filter2d(clean, kernels, padding="reflect").clamp(0, 1)
+    return blur_with(clean, one_kernel().expand(clean.shape[0], -1, -1))  # kernels (B, K, K)
 
 
 def full_share(step: int, steps: int) -> float:
@@ -49,10 +48,8 @@ def full_share(step: int, steps: int) -> float:
 
 def uses_one_kernel(seed: int, epoch: int, key: tuple[int, ...], step: int, steps: int) -> bool:
     """Whether the crop of item ``key`` (epoch ``epoch``, run seed ``seed``) drawn at ``step`` gets the one kernel."""
-    if full_share(step, steps) >= 1.0:
-        return False
-    coin = item_rng(seed, COIN_STREAM, epoch, *key).random()
-    return bool(coin >= full_share(step, steps))
+    share = full_share(step, steps)
+    return share < 1.0 and bool(item_rng(seed, COIN_STREAM, epoch, *key).random() >= share)
 
 
 __all__ = ["ONE_KERNEL_LENGTH", "ONE_KERNEL_SEED", "full_share", "one_kernel", "one_kernel_blur", "uses_one_kernel"]

@@ -62,6 +62,7 @@ __all__ = [
     "blur_kernel_size",
     "blur_kernels",
     "motion_blur",
+    "blur_with",
     "low_light",
 ]
 
@@ -573,8 +574,13 @@ def motion_blur(clean: torch.Tensor, generator: torch.Generator, length: Range =
         Blurred images (reflect padding at the borders), clipped to [0, 1].
     """
     check_batch(clean)
-    kernels = blur_kernels(clean.shape[0], generator, length).to(clean.device)
-    return filter2d(clean, kernels, padding="reflect").clamp(0, 1)
+    return blur_with(clean, blur_kernels(clean.shape[0], generator, length))
+
+
+def blur_with(clean: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Blur each sample of (B, C, H, W) ``clean`` with its (K, K) kernel of (B, K, K) ``kernels``, as
+    [`motion_blur`][dfpir.degradations.synthetic.motion_blur] does: reflect padding, clipped to [0, 1]."""
+    return filter2d(clean, kernels.to(clean.device), padding="reflect").clamp(0, 1)
 
 
 # --------------------------------------------------------------------------- low light

@@ -88,7 +88,7 @@ def ignore_interrupts(worker_id: int) -> None:
 def micro_batches(dataset, order: SampleOrder, steps: range, micro: int, accum: int, rank: int = 0, world: int = 1,
                   workers: int = 0, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
     """The collated micro-batches of ``steps``, in order; with ``workers`` processes preparing them
-    ahead. Every item depends only on its (epoch, index), so the batches are the same for any
+    ahead. Every item depends only on its (epoch, index, step), so the batches are the same for any
     number of workers, and a resumed run that starts later sees the same ones."""
     keys = ([(*order(i), step) for i in indices] for step in steps for indices in batch_indices(step, micro, accum, rank, world))
     items = EpochItems(dataset)
