@@ -292,6 +292,8 @@ def test_missing_folders_and_options_are_user_errors(tmp_path):
         data.build_dataset("rain100l", tmp_path / "nowhere")
     with pytest.raises(UserError, match=r"folder not found; .*python -m dfpir.data corpus -o .*nowhere`$"):
         data.build_dataset("clean", tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"corpus/photos: folder not found; .*python -m dfpir.data corpus -o \S*corpus`$"):
+        data.build_dataset("clean", tmp_path / "corpus" / "photos")
     with pytest.raises(UserError, match="expected sub-folders rainy/ \\+ gt/"):
         data.build_dataset("rain100l", tmp_path)
     with pytest.raises(UserError, match="needs the degradation"):

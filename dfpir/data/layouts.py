@@ -193,8 +193,11 @@ def _scan_clean(task: str, degradations: list[str], root: Path) -> TaskFiles:
     files = TaskFiles(task, degradations, root)
     try:
         if not root.exists():
+            # The corpus command writes its photos to OUT/photos, so a missing corpus photo folder is made by
+            # making OUT; naming the folder itself would nest a second corpus inside it.
+            out = root.parent if root.name == "photos" else root
             raise UserError(f"{root}: folder not found; give a folder of clean photos, or make the training corpus "
-                            f"there with `python -m dfpir.data corpus -o {root}`")
+                            f"with `python -m dfpir.data corpus -o {out}`")
         files.clean = list_images(root, recursive=True)
         if not files.clean:
             raise UserError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
