@@ -303,8 +303,8 @@ print(
 # ## Does the mask follow the degradation? One measurement on trained weights
 #
 # Now the weights shipped with the package (`dfpir/weights/demo.safetensors`: the `tiny` preset
-# trained for 7000 steps on a corpus of photos and dead-leaves images with all seven synthetic
-# degradations; see the results page). They use the faithful guidance, so their DGMs kept their
+# trained for 7000 steps on 38 freely licensed photos with all seven synthetic degradations; see
+# the results page). They use the faithful guidance, so their DGMs kept their
 # random initialisation (notebook 1): each prompt selects a fixed pseudo-random channel order, and everything else was
 # trained. Every DGPB of `tiny` has c = 16 channels per head and masks 2 of each row's 16 cells.
 #

@@ -23,7 +23,7 @@
 # degradations) so that it trains in well under a minute on one CPU thread (the time is printed
 # below). It shows the machinery, not DFPIR's quality: the weights shipped in the package
 # (`dfpir/weights/demo.safetensors`, used by `make demo`) were trained by the same code for 7000
-# steps on all seven degradations and a corpus of photos and dead-leaves images
+# steps on all seven degradations and 38 freely licensed photos from `make corpus`
 # (`python -m dfpir.train --preset weights`; the results page says how well they do).
 
 # %%
