@@ -21,7 +21,7 @@ from ..errors import CommandParser, UserError, check_at_least, cli_main
 from ..model.config import PRESETS
 from .bench import bench
 from .checker import check, format_check
-from .corpus import DEFAULT_MAX_SIDE, BuildReport, build_corpus, build_heldout
+from .corpus import DEFAULT_MAX_SIDE, PHOTOS_FOLDER, BuildReport, build_corpus, build_heldout
 from .layouts import LAYOUTS
 from .pairs import make_pairs
 from .photos import list_images
@@ -129,7 +129,7 @@ def _heldout(args: argparse.Namespace) -> int:
     _check_max_side(args.max_side)
     report = build_heldout(args.outdir, max_side=args.max_side)
     print(format_report(report))
-    photos = args.outdir / "photos"
+    photos = args.outdir / PHOTOS_FOLDER
     print(f"evaluate on it: python -m dfpir.data degrade {photos} -o {args.outdir / 'degraded'}, "
           f"then python -m dfpir.evaluate --input {args.outdir / 'degraded'} --target {photos}")
     return 0

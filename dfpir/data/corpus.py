@@ -44,6 +44,7 @@ HELDOUT_ROOT = Path("/usr/share/backgrounds/mate")
 """Where ``mate-backgrounds`` installs its pictures: reserved for held-out evaluation, never trained on."""
 
 DEFAULT_MAX_SIDE = 1024
+PHOTOS_FOLDER = "photos"  # a corpus's (and the held-out set's) photos: OUT/photos/...
 """Longer side of every written image. Wallpapers are 2 to 6 thousand pixels wide: a 128-pixel
 training patch of a 4K photo is nearly flat, and downscaling also hides JPEG artefacts."""
 
@@ -574,7 +575,7 @@ def build_corpus(out: str | Path, sources: Sequence[Source] | None = None, *, de
         A source under [`HELDOUT_ROOT`][dfpir.data.corpus.HELDOUT_ROOT], missing files with ``require_all``, an unwritable ``out``.
     """
     check_output_folder(Path(out))  # before hashing every source file: a bad path fails at once
-    jobs, missing = photo_jobs(TRAINING if sources is None else sources, max_side, "photos")
+    jobs, missing = photo_jobs(TRAINING if sources is None else sources, max_side, PHOTOS_FOLDER)
     if require_all and missing:
         raise UserError("missing training photos; install them first: " + "; ".join(f"{m.install} ({len(m.files)} files)" for m in missing))
     jobs += dead_leaves_jobs(dead_leaves, min(dead_leaves_size, max_side), seed, "deadleaves")
@@ -591,7 +592,7 @@ def build_heldout(out: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> BuildRep
         ``mate-backgrounds`` is not installed (the message gives the command).
     """
     check_output_folder(Path(out))
-    jobs, missing = photo_jobs([HELDOUT], max_side, "photos", refuse_heldout=False, by_package=False)
+    jobs, missing = photo_jobs([HELDOUT], max_side, PHOTOS_FOLDER, refuse_heldout=False, by_package=False)
     if missing and missing[0].whole:
         raise UserError(f"the held-out photos need the Debian package {HELDOUT.package}: {HELDOUT.install} (as root)")
     if missing:

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from ..degradations import DEGRADATIONS, get_degradation, noise_names
 from ..errors import UserError
+from .corpus import PHOTOS_FOLDER
 from .photos import IMAGE_SUFFIXES, builtin_folder, list_images
 
 SPLITS = ("train", "val", "test")
@@ -193,9 +194,9 @@ def _scan_clean(task: str, degradations: list[str], root: Path) -> TaskFiles:
     files = TaskFiles(task, degradations, root)
     try:
         if not root.exists():
-            # The corpus command writes its photos to OUT/photos, so a missing corpus photo folder is made by
-            # making OUT; naming the folder itself would nest a second corpus inside it.
-            out = root.parent if root.name == "photos" else root
+            # A missing corpus photo folder is made by making its corpus; naming the folder itself would nest
+            # a second corpus inside it.
+            out = root.parent if root.name == PHOTOS_FOLDER else root
             raise UserError(f"{root}: folder not found; give a folder of clean photos, or make the training corpus "
                             f"with `python -m dfpir.data corpus -o {out}`")
         files.clean = list_images(root, recursive=True)
