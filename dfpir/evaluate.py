@@ -68,6 +68,7 @@ from .metrics import SSIM_WINDOW, centre_crop_multiple, psnr, ssim
 from .inference.runner import MIN_CONFIDENCE, PRECISIONS, Prompt, Restorer, budget_bytes
 from .model.classifier import CLEAN, expected_calibration_error
 from .progress import TileProgress, progress
+from .restore import add_auto_rule_option
 
 COLUMNS = {  # benchmark -> (column label, task folder, degradation), in the paper's order
     "3task": [("SOTS", "dehaze", "haze"), ("Rain100L", "derain", "rain"), ("sigma 15", "denoise", "noise15"),
@@ -514,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true", help="add a classical baseline row (noise: BM3D or non-local means)")
     p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
                    help=f"blind: count the guesses below this confidence (default {MIN_CONFIDENCE})")
+    add_auto_rule_option(p)
     p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped demo weights)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
@@ -593,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--limit must be >= 1")
     if args.output:
         check_output_file(args.output)
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence)
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence,
+                        args.auto_rule)
     kinds = prompt_kinds(args, restorer)
     columns = columns_from_args(args)
     if "oracle" in kinds:

@@ -69,6 +69,19 @@ def check_output_folder(folder: Path) -> None:
                 break
 
 
+def check_new_weights(output: Path, source: Path, overwrite: bool) -> None:
+    """Refuse, in one line, an output weights file that is the ``source`` file, a folder, or an
+    existing file without ``overwrite``; then check that its folder can be written. For the commands
+    that write a changed copy of a weights file."""
+    if output.resolve() == source.resolve():
+        raise UserError(f"-o {output} is the input weights file; write the new weights to a new file")
+    if output.is_dir():
+        raise UserError(f"-o {output} is a folder; give a file name, e.g. -o {output / 'new.safetensors'}")
+    if output.exists() and not overwrite:
+        raise UserError(f"{output} exists; pass --overwrite to replace it")
+    check_output_folder(output.parent)
+
+
 def file_sha256(path: str | Path) -> str:
     """The hex SHA-256 of a file, read in 1 MiB pieces."""
     digest = hashlib.sha256()

@@ -16,9 +16,13 @@ lowlight``), ``auto`` (the classifier stored in the weights picks per image, and
 its confidence are printed), or free text. Free text is embedded with the built-in hashing
 encoder, which matches words, not meaning (see [`dfpir.inference.runner`][dfpir.inference.runner]).
 Under ``auto`` a photo the classifier finds clean is written as it was read (not restored), and a
-guess below ``--min-confidence`` is restored with that guess but marked low in its log line;
-a PNG output records the choice in text chunks (``dfpir:degradation``, ``dfpir:confidence``,
-``dfpir:low-confidence``).
+guess below ``--min-confidence`` is marked low in its log line. ``--auto-rule`` says what ``auto``
+does with the guess ([`dfpir.inference.decision`][dfpir.inference.decision]): ``likely`` restores
+with it; ``gain`` (the default for weights that carry a gain matrix) takes the action of the
+highest expected gain, which may be another prompt or leaving the photo as it is, and the log line
+says so. A PNG output records the choice in text chunks (``dfpir:degradation``,
+``dfpir:confidence``, ``dfpir:low-confidence``; ``dfpir:guess`` when the gain rule overruled the
+guess, ``dfpir:expected-gain`` under the gain rule).
 
 Large images are restored by overlapping tiles when the whole image would exceed the memory
 budget (``--memory-gb``) or when ``--tile N`` is given; see [`dfpir.inference.tiling`][dfpir.inference.tiling] for how tiled
@@ -40,6 +44,7 @@ from tqdm import tqdm
 from .errors import USAGE_ERROR, CommandParser, UserError, cli_main
 from .files import check_output_folder
 from .images import SUFFIXES, check_writable, is_image_path, read_image, write_image
+from .inference.decision import AUTO_RULES
 from .inference.runner import MIN_CONFIDENCE, PRECISIONS, Prompt, Restorer, budget_bytes
 from .progress import TileProgress, progress
 
@@ -70,7 +75,7 @@ class Report:
 
 def add_restorer_options(p: argparse.ArgumentParser) -> None:
     """The options of a [`Restorer`][dfpir.inference.runner.Restorer] (weights, device, precision,
-    tiling, memory, the auto confidence threshold), shared by ``restore`` and ``dfpir.app``."""
+    tiling, memory, the auto confidence threshold and rule), shared by ``restore`` and ``dfpir.app``."""
     p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped demo weights)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
@@ -78,6 +83,14 @@ def add_restorer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-gb", type=float, help="activation memory budget in GiB (default 1 on CPU)")
     p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
                    help=f"with auto: report a guess below this confidence as low (default {MIN_CONFIDENCE})")
+    add_auto_rule_option(p)
+
+
+def add_auto_rule_option(p: argparse.ArgumentParser) -> None:
+    """``--auto-rule``: what ``auto`` does with the classifier's guess (restore, evaluate, the app, the held-out bench)."""
+    p.add_argument("--auto-rule", choices=list(AUTO_RULES),
+                   help="with auto: restore with the likeliest class (likely) or take the action of the highest expected "
+                        "gain (gain); default gain when the weights carry a gain matrix, else likely")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when every input was restored, 1 when some failed, 2 on usage errors."""
     args = build_parser().parse_args(argv)
     check_suffix(args.suffix)
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence)
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence,
+                        args.auto_rule)
     restorer.check_spec(args.degradation)
     report = Report()
     sources = expand_inputs(args.inputs, report)

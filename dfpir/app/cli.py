@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_port(args.port)
     require_gradio()  # before the weights: the quickest error first
-    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence)
+    restorer = Restorer(args.weights, args.device, args.precision, args.tile, budget_bytes(args.memory_gb), args.min_confidence,
+                        args.auto_rule)
     # Gradio 6.31 calls pandas 3 in a deprecated way on every request: not the user's concern
     warnings.filterwarnings("ignore", message=".*(no_silent_downcasting|The copy keyword is deprecated)")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl+C: the folder below is removed

@@ -60,6 +60,7 @@ from ..inference.runner import PRECISIONS, Restorer, budget_bytes
 from ..metrics import psnr, ssim
 from ..model.classifier import CLEAN, expected_calibration_error
 from ..progress import TileProgress, progress
+from ..restore import add_auto_rule_option
 
 SEED = 0
 """Base seed of every (photo, degradation) generator: ``python -m dfpir.data degrade``'s default."""
@@ -116,7 +117,7 @@ class PhotoRow:
     size: tuple[int, int]  # (W, H)
     input: Score
     restored: dict[str, Score] = field(default_factory=dict)  # prompt kind -> score
-    picks: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # kind -> (prompt, confidence)
+    picks: dict[str, tuple[str, float | None, str | None]] = field(default_factory=dict)  # kind -> (action, confidence, guess)
     anchors: dict[str, Score] = field(default_factory=dict)
     fixed: dict[float, Score] = field(default_factory=dict)  # blur: nsr -> score, one nsr kept for all photos
 
@@ -179,7 +180,7 @@ def restore_case(restorer: Restorer, case: Case, kinds: Sequence[str], row: Phot
             out, _ = restorer.restore(case.degraded, prompt, progress=tiles)
         row.restored[kind] = score(out, case.clean)
         if kind == "auto":
-            row.picks[kind] = (prompt.label, prompt.confidence)
+            row.picks[kind] = (prompt.label, prompt.confidence, prompt.guess)
 
 
 def anchor_names(degradation: str, with_bm3d: bool) -> list[str]:
@@ -260,7 +261,7 @@ def degradation_report(degradation: str, rows: list[PhotoRow], kinds: Sequence[s
         for kind in kinds:
             entry[kind] = _with_gain(r.restored[kind], r.input)
             if kind in r.picks:
-                entry[kind].update(pick=r.picks[kind][0], confidence=r.picks[kind][1])
+                entry[kind].update(pick=r.picks[kind][0], confidence=r.picks[kind][1], guess=r.picks[kind][2])
         entry["anchors"] = {a: _with_gain(s, r.input) for a, s in r.anchors.items()}
         photos.append(entry)
     mean: dict[str, Any] = {"input": {"psnr": _mean([r.input.psnr for r in rows]), "ssim": _mean([r.input.ssim for r in rows])}}
@@ -329,9 +330,7 @@ def degradation_markdown(d: str, rep: dict[str, Any], kinds: Sequence[str]) -> l
                f"{entry['input']['ssim']:.3f} -> {first['ssim']:.3f}" if first else "-"]
         row += [_db((entry[k] or {}).get("gain")) for k in kinds[1:]]
         if "auto" in kinds:
-            pick = entry["auto"].get("pick")
-            conf = entry["auto"].get("confidence")
-            row.append("-" if pick is None else f"{pick} ({conf:.2f})" if conf is not None else pick)
+            row.append(pick_text(entry["auto"]))
         return row + [_db((entry["anchors"].get(a) or {}).get("gain")) for a in anchors]
 
     mean = {"photo": "mean", "input": rep["mean"]["input"], **{k: rep["mean"][k] for k in kinds}, "anchors": rep["mean"]["anchors"]}
@@ -390,9 +389,20 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines + summary_markdown(report["summary"], kinds))
 
 
+def pick_text(entry: dict[str, Any]) -> str:
+    """``auto``'s action and the classifier's confidence, ``blur (0.85)``; with the guess when the
+    gain rule chose something else, ``clean (blur 0.85)``."""
+    pick, conf, guess = entry.get("pick"), entry.get("confidence"), entry.get("guess")
+    if pick is None:
+        return "-"
+    if conf is None:
+        return pick
+    return f"{pick} ({conf:.2f})" if guess in (None, pick) else f"{pick} ({guess} {conf:.2f})"
+
+
 def clean_markdown(rep: dict[str, Any]) -> list[str]:
     """The undegraded photos' table: auto's pick and how far the output is from the photo."""
-    rows = [[p["photo"], p["pick"] + ("" if p["confidence"] is None else f" ({p['confidence']:.2f})"),
+    rows = [[p["photo"], pick_text(p),
              "left as it is" if not math.isfinite(p["psnr_to_photo"]) else f"{p['psnr_to_photo']:.2f} dB"] for p in rep["photos"]]
     return [f"## clean (no degradation): {len(rep['photos'])} photos, {rep['right']} recognised as clean", "",
             *_table(["photo", "auto pick", "output against the photo"], rows), ""]
@@ -404,11 +414,15 @@ def confusion_markdown(c: dict[str, Any]) -> list[str]:
     picks = truths + sorted({p for row in c["matrix"].values() for p in row} - set(truths))  # square, then the rest
     rows = [[t, *(str(c["matrix"][t].get(p, 0)) for p in picks)] for t in truths]
     share = "-" if c["share"] is None else f"{100 * c['share']:.1f}%"
+    named = c.get("named_right", c["right"])  # reports written before the gain rule have no named_right
+    named_share = "-" if not c["images"] else f"{100 * named / c['images']:.1f}%"
     verdict = "-" if c["met"] is None else ("met" if c["met"] else "missed")
     return ["## auto: confusion matrix (rows: the truth, columns: the pick)", "", *_table(["truth", *picks], rows), "",
             f"- right on {c['right']} of {c['images']} images ({share}); target >= {100 * c['target']:.0f}%: {verdict}",
+            *([f"- the classifier's guess is right on {named} of {c['images']} images ({named_share}); "
+               "the picks differ from the guesses where the gain rule chose another action"] if named != c["right"] else []),
             *([] if c["ece"] is None else
-              [f"- calibration: mean confidence {c['mean_confidence']:.3f} against {share} right; "
+              [f"- calibration: mean confidence {c['mean_confidence']:.3f} against {named_share} of guesses right; "
                f"expected calibration error {c['ece']:.3f} (10 bins)"]), ""]
 
 
@@ -466,17 +480,19 @@ def clean_report(rows: list[PhotoRow]) -> dict[str, Any]:
     """The undegraded photos through ``auto``: each pick, its confidence and how far the output
     moved from the photo (PSNR against the photo itself: infinite when it was left as it is)."""
     return {"photos": [{"photo": r.photo, "pick": r.picks["auto"][0], "confidence": r.picks["auto"][1],
-                        "psnr_to_photo": r.restored["auto"].psnr} for r in rows],
+                        "guess": r.picks["auto"][2], "psnr_to_photo": r.restored["auto"].psnr} for r in rows],
             "right": sum(r.picks["auto"][0] == CLEAN for r in rows)}
 
 
 def confusion(rows: dict[str, list[PhotoRow]]) -> dict[str, Any]:
-    """``auto``'s picks against the truth over every held-out image, clean ones included:
-    ``matrix[truth][pick]`` counts, the share right and whether it meets ``AUTO_TARGET``, and how
-    well the confidences are calibrated on these images (their mean and the expected calibration
-    error; ``None`` when no pick has a confidence)."""
+    """``auto``'s picks (its actions) against the truth over every held-out image, clean ones included:
+    ``matrix[truth][pick]`` counts, the share right and whether it meets ``AUTO_TARGET``; how often
+    the classifier's guess is right (``named_right``: the same count under the ``likely`` rule), and
+    how well its confidences are calibrated on these images (their mean and the expected
+    calibration error of the guesses; ``None`` when no pick has a confidence)."""
     confidences = [r.picks["auto"][1] for rs in rows.values() for r in rs]
     hits = [r.picks["auto"][0] == truth for truth, rs in rows.items() for r in rs]
+    named = [(r.picks["auto"][2] or r.picks["auto"][0]) == truth for truth, rs in rows.items() for r in rs]
     calibrated = bool(confidences) and None not in confidences
     matrix: dict[str, dict[str, int]] = {}
     for truth, rs in rows.items():
@@ -486,9 +502,9 @@ def confusion(rows: dict[str, list[PhotoRow]]) -> dict[str, Any]:
             matrix[truth][pick] += 1
     share = sum(hits) / len(hits) if hits else None
     return {"matrix": matrix, "images": len(hits), "right": sum(hits), "share": share, "target": AUTO_TARGET,
-            "met": None if share is None else share >= AUTO_TARGET,
+            "met": None if share is None else share >= AUTO_TARGET, "named_right": sum(named),
             "mean_confidence": float(np.mean(confidences)) if calibrated else None,
-            "ece": expected_calibration_error(confidences, hits) if calibrated else None}
+            "ece": expected_calibration_error(confidences, named) if calibrated else None}
 
 
 def shown_path(path: Path) -> str:
@@ -508,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degradations", nargs="+", metavar="NAME", help="default: all seven synthetic ones")
     p.add_argument("--weights", type=Path, help="dfpir checkpoint (default: the shipped weights)")
     p.add_argument("--prompt", choices=list(KINDS), default="oracle", help="the true degradation's prompt, the classifier's pick, or both")
+    add_auto_rule_option(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="as dfpir.restore's (bf16, fp16: autocast)")
     p.add_argument("--tile", type=int, help="tile side (0: never tile; default: from the memory budget, as dfpir.restore)")
@@ -542,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     degradations = check_args(args)
     photos = load_photos(args.photos, args.max_side)
-    restorer = Restorer(args.weights, args.device, args.precision, tile=args.tile, budget=budget_bytes(args.memory_gb))
+    restorer = Restorer(args.weights, args.device, args.precision, tile=args.tile, budget=budget_bytes(args.memory_gb),
+                        auto_rule=args.auto_rule)
     kinds = KINDS[args.prompt]
     for spec in (["auto"] if "auto" in kinds else []) + (degradations if "oracle" in kinds else []):
         restorer.check_spec(spec)
@@ -552,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
                 "max_side": args.max_side or "as they are"}
     if args.precision != "fp32":  # fp32 reports read as they did before the option existed
         settings["precision"] = f"{args.precision} (autocast)"
+    if "auto" in kinds and restorer.auto_rule != "likely":  # likely reports read as they did before the gain rule
+        settings["auto_rule"] = f"{restorer.auto_rule} (the action of the highest expected gain; pick (guess confidence) where it is not the guess)"
     report = build_report(rows, kinds, anchors, settings)
     text = json.dumps(json_safe(report), indent=2, allow_nan=False) if args.format == "json" else to_markdown(report)
     print(text)

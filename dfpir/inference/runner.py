@@ -4,10 +4,12 @@
 device in a precision, and turns a degradation *spec* into a prompt embedding:
 
 - a registry name the weights know (``noise25``, ``rain``, ...): its stored embedding;
-- ``auto``: the classifier picks a name per image (blind restoration). When it picks
-  [`CLEAN`][dfpir.model.classifier.CLEAN] the image is left as it is; when its (calibrated)
-  confidence is below ``min_confidence`` the prompt is marked ``low_confidence``, and the image is
-  still restored with the best guess (see [`Prompt`][dfpir.inference.runner.Prompt]);
+- ``auto``: the classifier guesses the degradation per image (blind restoration), and a rule of
+  [`dfpir.inference.decision`][dfpir.inference.decision] turns its probabilities into an action:
+  ``likely`` restores with the guess, ``gain`` with the prompt of the highest expected gain, which
+  may be to leave the image as it is. Either way [`CLEAN`][dfpir.model.classifier.CLEAN] leaves the
+  image as it is; when the guess's (calibrated) confidence is below ``min_confidence`` the prompt
+  is marked ``low_confidence`` (see [`Prompt`][dfpir.inference.runner.Prompt]);
 - free text (anything with a space in it): embedded with the hashing text encoder, and only when
   the weights' prompt bank was itself made by that encoder. The hashing encoder is **not
   semantic**: it matches words, not meaning, so "heavy rain streaks" lands near the ``rain``
@@ -25,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, load, load_classifier
+from ..checkpoint import CheckpointError, load, load_classifier, read
 from ..errors import UserError
 from ..model.classifier import CLEAN
 from ..model.prompts import HashingTextEncoder
+from .decision import AUTO_RULES, METADATA_KEY, GainMatrix
 from .tiling import TilePlan, restore_image
 
 DEMO_WEIGHTS = Path(__file__).parents[1] / "weights" / "demo.safetensors"
@@ -58,6 +61,8 @@ class Prompt:
     label: str
     confidence: float | None = None
     low_confidence: bool = False
+    guess: str | None = None  # auto: the classifier's most likely class (confidence is its probability)
+    expected_gain: float | None = None  # auto, gain rule: the chosen action's expected gain (dB)
 
     @property
     def clean(self) -> bool:
@@ -69,15 +74,29 @@ class Prompt:
         ``dfpir:low-confidence``); empty for a prompt the user named."""
         if self.confidence is None:
             return {}
-        return {"dfpir:degradation": self.label, "dfpir:confidence": f"{self.confidence:.3f}",
+        text = {"dfpir:degradation": self.label, "dfpir:confidence": f"{self.confidence:.3f}",
                 "dfpir:low-confidence": "yes" if self.low_confidence else "no"}
+        if self.overruled:
+            text["dfpir:guess"] = str(self.guess)
+        if self.expected_gain is not None:
+            text["dfpir:expected-gain"] = f"{self.expected_gain:+.2f}"
+        return text
+
+    @property
+    def overruled(self) -> bool:
+        """Whether the ``gain`` rule chose another action than the classifier's guess."""
+        return self.guess is not None and self.guess != self.label
 
     def remarks(self, min_confidence: float) -> list[str]:
         """What a report must say about an ``auto`` choice: a low confidence, a photo left as it is."""
         out = []
         if self.low_confidence:
             out.append(f"low confidence (below {min_confidence:.2f}): check the photo, or name its degradation")
-        if self.clean:
+        if self.overruled:
+            action = "leaving it as it is" if self.clean else f"restoring it as {self.label}"
+            out.append(f"most likely {self.guess}, but {action} has the highest expected gain ({self.expected_gain:+.2f} dB)"
+                       + ("" if self.guess == CLEAN else f"; name the degradation (--degradation {self.guess}) to restore it anyway"))
+        elif self.clean:
             out.append("no degradation found: left as it is")
         return out
 
@@ -86,7 +105,8 @@ class Prompt:
         log line ("" for a prompt the user named)."""
         if self.confidence is None:
             return ""
-        return ", ".join([f"confidence {self.confidence:.2f}", *self.remarks(min_confidence)])
+        head = f"confidence {self.confidence:.2f}" if not self.overruled else f"{self.guess} at confidence {self.confidence:.2f}"
+        return ", ".join([head, *self.remarks(min_confidence)])
 
 
 def resolve_weights(path: str | Path | None) -> Path:
@@ -188,6 +208,9 @@ class Restorer:
         Activation memory budget in bytes (see [`dfpir.inference.tiling`][dfpir.inference.tiling]).
     min_confidence : float
         An ``auto`` guess below this confidence is marked ``low_confidence`` (see [`MIN_CONFIDENCE`][dfpir.inference.runner.MIN_CONFIDENCE]).
+    auto_rule : str, optional
+        ``auto``'s decision rule, one of [`AUTO_RULES`][dfpir.inference.decision.AUTO_RULES];
+        default ``gain`` when the weights carry a gain matrix, else ``likely``.
     """
 
     def __init__(
@@ -198,6 +221,7 @@ class Restorer:
         tile: int | None = None,
         budget: int | None = None,
         min_confidence: float = MIN_CONFIDENCE,
+        auto_rule: str | None = None,
     ) -> None:
         if not 0 <= min_confidence <= 1:  # NaN fails too
             raise UserError(f"--min-confidence must be between 0 and 1 (a probability), got {min_confidence}")
@@ -220,12 +244,39 @@ class Restorer:
             self.classifier = load_classifier(self.weights, self.device)
         except CheckpointError as exc:
             raise UserError(str(exc)) from None
+        self.gains = self._gain_matrix()
+        self.auto_rule = self._check_rule(auto_rule)
         if tile is not None and tile < 0:
             raise UserError(f"--tile must be >= 0 (0 means never tile), got {tile}")
         if budget is not None and budget <= 0:
             raise UserError(f"the memory budget must be positive, got {budget} bytes")
         self.tile, self.budget = tile, budget
         self.precision = precision
+
+    def _gain_matrix(self) -> GainMatrix | None:
+        """The weights' gain matrix (``auto_gains``), checked against their classifier, or ``None``."""
+        text = read(self.weights)[1].get(METADATA_KEY)
+        if text is None or self.classifier is None:
+            return None
+        try:
+            matrix = GainMatrix.from_json(text)
+        except ValueError as exc:
+            raise UserError(f"{self.weights}: the stored gain matrix is unreadable: {exc}") from None
+        if list(matrix.classes) != list(self.classifier.classes) or not set(matrix.prompts) <= set(self.names):
+            raise UserError(f"{self.weights}: the stored gain matrix is for classes {', '.join(matrix.classes)}, not this "
+                            "classifier's; measure it again with python -m dfpir.train.gain_matrix")
+        return matrix
+
+    def _check_rule(self, rule: str | None) -> str:
+        """``rule``, or the default (``gain`` where the weights carry a gain matrix), checked."""
+        if rule is None:
+            return "gain" if self.gains is not None else "likely"
+        if rule not in AUTO_RULES:
+            raise UserError(f"unknown auto rule {rule!r}; use one of {', '.join(AUTO_RULES)}")
+        if rule == "gain" and self.gains is None:
+            raise UserError(f"{self.weights}: the gain rule needs a gain matrix, and these weights have none; "
+                            "measure one with python -m dfpir.train.gain_matrix, or use --auto-rule likely")
+        return rule
 
     @property
     def names(self) -> list[str]:
@@ -287,22 +338,29 @@ class Restorer:
         """
         if spec == "auto":
             self.check_spec(spec)
-            name, conf = self.classify(rgb)
-            embedding = None if name == CLEAN else self.model.prompts.embed([name])
-            return Prompt(embedding, name, conf, conf < self.min_confidence)
+            prob = self.probabilities(rgb)
+            guess, conf = self.classifier.classes[int(prob.argmax())], float(prob.max())
+            action, expected = self.gains.choose(prob) if self.auto_rule == "gain" else (guess, None)
+            embedding = None if action == CLEAN else self.model.prompts.embed([action])
+            return Prompt(embedding, action, conf, conf < self.min_confidence, guess, expected)
         if spec in self.model.prompts:
             return Prompt(self.model.prompts.embed([spec]), spec)
         return Prompt(self.text_embedding(spec), f"text:{spec}")
 
     @torch.inference_mode()
-    def classify(self, rgb: np.ndarray) -> tuple[str, float]:
-        """The classifier's degradation name and confidence for an (H, W, 3) image (centre crop)."""
+    def probabilities(self, rgb: np.ndarray) -> np.ndarray:
+        """(classes,) the classifier's calibrated probabilities for an (H, W, 3) image (centre crop),
+        in the order of its ``classes``."""
         h, w = rgb.shape[:2]
         top, left = max(0, (h - CLASSIFIER_CROP) // 2), max(0, (w - CLASSIFIER_CROP) // 2)
         crop = rgb[top : top + CLASSIFIER_CROP, left : left + CLASSIFIER_CROP]
-        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(self.device)
-        names, conf = self.classifier.predict(x)
-        return names[0], float(conf[0])
+        x = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)
+        return self.classifier.probabilities(x)[0].double().cpu().numpy()
+
+    def classify(self, rgb: np.ndarray) -> tuple[str, float]:
+        """The classifier's degradation name and confidence for an (H, W, 3) image (centre crop)."""
+        prob = self.probabilities(rgb)
+        return self.classifier.classes[int(prob.argmax())], float(prob.max())
 
     def restore(self, rgb: np.ndarray, prompt: Prompt, progress=None) -> tuple[np.ndarray, TilePlan | None]:
         """Restore an (H, W, 3) float image; returns the clipped (H, W, 3) float32 result and the tiles

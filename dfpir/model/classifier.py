@@ -88,11 +88,15 @@ class DegradationClassifier(nn.Module):
         return self.head(pooled)
 
     @torch.no_grad()
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, classes) calibrated probabilities: the softmax of the logits over the temperature."""
+        return F.softmax(self(image) / self.temperature, dim=-1)
+
+    @torch.no_grad()
     def predict(self, image: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-        """Names and calibrated confidences (softmax of the logits over the temperature) of the most
-        likely class per image."""
-        prob = F.softmax(self(image) / self.temperature, dim=-1)
-        conf, idx = prob.max(dim=-1)
+        """Names and calibrated confidences ([`probabilities`][dfpir.model.classifier.DegradationClassifier.probabilities])
+        of the most likely class per image."""
+        conf, idx = self.probabilities(image).max(dim=-1)
         return [self.classes[i] for i in idx.tolist()], conf
 
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from ..checkpoint import CheckpointError, load_classifier, read, write_safetensors
 from ..data.datasets import build_dataset
 from ..errors import CommandParser, UserError, check_at_least, cli_main
-from ..files import atomic_write, check_output_folder
+from ..files import atomic_write, check_new_weights
 from ..data import item_rng, torch_generator
 from ..model.classifier import CLEAN, POOLINGS, DegradationClassifier, with_pooling
 from ..progress import progress
@@ -159,13 +159,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--clean-defocus is a share of the clean crops, between 0 and 1; got {args.clean_defocus}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr must be a positive number, got {args.lr}")
-    if args.output.resolve() == args.weights.resolve():
-        raise UserError(f"-o {args.output} is the input weights file; write the refitted weights to a new file")
-    if args.output.is_dir():
-        raise UserError(f"-o {args.output} is a folder; give a file name, e.g. -o {args.output / 'refit.safetensors'}")
-    if args.output.exists() and not args.overwrite:
-        raise UserError(f"{args.output} exists; pass --overwrite to replace it")
-    check_output_folder(args.output.parent)
+    check_new_weights(args.output, args.weights, args.overwrite)
 
 
 @cli_main
